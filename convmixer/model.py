@@ -1,0 +1,279 @@
+"""ConvMixer: patch embedding, then depth x (spatial mixing, channel mixing).
+
+The paper's notation, used throughout the library and the book:
+
+    h  width (``dim``): channels of every token, constant through the network
+    d  depth (``depth``): number of ConvMixer layers
+    k  kernel size (``kernel_size``) of the depthwise (spatial-mixing) convolution
+    p  patch size (``patch_size``): side of the square patches the image is cut into
+
+For an input of C x H x W the network computes
+
+    z_0     = BN(sigma(Conv_{C->h}(x; kernel p, stride p)))            # h x H/p x W/p
+    z'_l    = BN(sigma(DepthwiseConv_k(z_{l-1}))) + z_{l-1}             # spatial mixing
+    z_l     = BN(sigma(PointwiseConv(z'_l)))                            # channel mixing
+    logits  = Linear(GlobalAvgPool(z_d))
+
+with sigma = GELU.  ``ConvMixer()`` at its defaults is exactly that network; the
+``activation``, ``residual`` and ``norm`` arguments exist for the book's ablations.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
+RESIDUALS = ("spatial", "both", "none")
+NORMS = ("batch", "layer")
+
+
+class ChannelLayerNorm(nn.Module):
+    """LayerNorm over the h channels of each token, for an (N, h, H, W) tensor.
+
+    ``nn.LayerNorm`` normalises the *last* dimensions; a token's features are in
+    dimension 1 here, so we normalise over that one only:
+    y[n,:,i,j] = (x[n,:,i,j] - mean) / sqrt(var + eps) * gamma + beta.
+    Unlike BatchNorm it uses no batch statistics, so train and eval agree.
+    """
+
+    def __init__(self, h: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(h))
+        self.bias = nn.Parameter(torch.zeros(h))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def make_norm(kind: str, h: int) -> nn.Module:
+    """The normalisation after every activation: BatchNorm (the paper's) or a channel LayerNorm."""
+    if kind == "batch":
+        return nn.BatchNorm2d(h)
+    if kind == "layer":
+        return ChannelLayerNorm(h)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def make_activation(kind: str) -> nn.Module:
+    if kind not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {kind!r}")
+    return ACTIVATIONS[kind]()
+
+
+class PatchEmbedding(nn.Module):
+    """Cut the image into p x p patches and map each one linearly to h features.
+
+    A convolution with kernel = stride = p sees every patch exactly once, so
+    Conv(x)[:, i, j] = W vec(patch_ij) + b: the same linear patch embedding ViT
+    uses, followed here by the activation and a norm.  An H x W image becomes a
+    grid of (H/p) x (W/p) tokens.
+    """
+
+    def __init__(self, h: int, p: int, in_channels: int = 3, activation: str = "gelu", norm: str = "batch"):
+        super().__init__()
+        self.p = p
+        self.proj = nn.Conv2d(in_channels, h, kernel_size=p, stride=p)
+        self.act = make_activation(activation)
+        self.norm = make_norm(norm, h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.proj(x)))
+
+
+class SpatialMixing(nn.Module):
+    """Depthwise k x k convolution: each channel mixes its own neighbourhood.
+
+    ``groups=h`` gives every channel its own k x k filter, so the layer mixes
+    information *across positions* but never across channels, with h k^2 + h
+    parameters (a dense k x k convolution would need h^2 k^2 + h).  Padding
+    (k - 1) / 2 keeps the token grid's size; it is symmetric only for odd k.
+    """
+
+    def __init__(self, h: int, k: int, activation: str = "gelu", norm: str = "batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(h, h, kernel_size=k, groups=h, padding=(k - 1) // 2)
+        self.act = make_activation(activation)
+        self.norm = make_norm(norm, h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.conv(x)))
+
+
+class ChannelMixing(nn.Module):
+    """Pointwise (1 x 1) convolution: each token mixes its own h channels.
+
+    A 1 x 1 convolution applies the same h x h matrix to every token,
+    y[:, i, j] = W x[:, i, j] + b, i.e. one linear layer shared across positions
+    (MLP-Mixer's channel MLP with one layer instead of two).
+    """
+
+    def __init__(self, h: int, activation: str = "gelu", norm: str = "batch"):
+        super().__init__()
+        self.conv = nn.Conv2d(h, h, kernel_size=1)
+        self.act = make_activation(activation)
+        self.norm = make_norm(norm, h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.act(self.conv(x)))
+
+
+class ConvMixerLayer(nn.Module):
+    """One ConvMixer layer: spatial mixing, then channel mixing.
+
+    ``residual`` places the skip connection:
+      "spatial"  z' = Spatial(z) + z;  out = Channel(z')          (the paper's)
+      "both"     out = Channel(Spatial(z)) + z
+      "none"     out = Channel(Spatial(z))
+    """
+
+    def __init__(self, h: int, k: int, activation: str = "gelu", norm: str = "batch", residual: str = "spatial"):
+        super().__init__()
+        if residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {residual!r}")
+        self.residual = residual
+        self.spatial = SpatialMixing(h, k, activation, norm)
+        self.channel = ChannelMixing(h, activation, norm)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.residual == "spatial":
+            return self.channel(self.spatial(z) + z)
+        if self.residual == "both":
+            return self.channel(self.spatial(z)) + z
+        return self.channel(self.spatial(z))
+
+
+@dataclass(frozen=True)
+class ConvMixerConfig:
+    """Everything that fixes a ConvMixer's architecture, as plain data (stored in checkpoints)."""
+
+    dim: int = 256
+    depth: int = 8
+    kernel_size: int = 5
+    patch_size: int = 2
+    n_classes: int = 10
+    in_channels: int = 3
+    activation: str = "gelu"
+    residual: str = "spatial"
+    norm: str = "batch"
+
+    def __post_init__(self):
+        for name in ("dim", "depth", "kernel_size", "patch_size", "n_classes", "in_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd so that 'same' padding is symmetric, got {self.kernel_size}; "
+                f"use {self.kernel_size - 1} or {self.kernel_size + 1}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.residual not in RESIDUALS:
+            raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConvMixer(nn.Module):
+    """ConvMixer-h/d: patch embedding, d ConvMixer layers, global average pool, linear head.
+
+    >>> model = ConvMixer(dim=256, depth=8, kernel_size=5, patch_size=2)  # ConvMixer-256/8
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+
+    Every layer is built on its own, so every layer gets its own random initial
+    weights (copying one layer d times would start them all identical).
+    """
+
+    def __init__(
+        self,
+        dim: int = 256,
+        depth: int = 8,
+        kernel_size: int = 5,
+        patch_size: int = 2,
+        n_classes: int = 10,
+        in_channels: int = 3,
+        activation: str = "gelu",
+        residual: str = "spatial",
+        norm: str = "batch",
+    ):
+        super().__init__()
+        self.config = ConvMixerConfig(dim, depth, kernel_size, patch_size, n_classes, in_channels, activation, residual, norm)
+        h, k, p = dim, kernel_size, patch_size
+        self.patch_embed = PatchEmbedding(h, p, in_channels, activation, norm)
+        self.layers = nn.Sequential(*[ConvMixerLayer(h, k, activation, norm, residual) for _ in range(depth)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(h, n_classes)
+
+    @classmethod
+    def from_config(cls, config: ConvMixerConfig | dict) -> "ConvMixer":
+        if isinstance(config, ConvMixerConfig):
+            config = config.to_dict()
+        return cls(**config)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Reject inputs the network would otherwise mangle silently or fail on obscurely."""
+        c, p = self.config.in_channels, self.config.patch_size
+        if x.ndim != 4:
+            raise ValueError(f"expected a batch of images shaped (N, {c}, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != c:
+            raise ValueError(
+                f"expected {c} input channels (in_channels={c}), got {x.shape[1]} in shape {tuple(x.shape)}; "
+                f"if the channels are last, permute with x.permute(0, 3, 1, 2)"
+            )
+        if x.shape[2] < p or x.shape[3] < p:
+            raise ValueError(
+                f"the image ({x.shape[2]}x{x.shape[3]}) is smaller than one {p}x{p} patch (patch_size={p})"
+            )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The token grid after the last layer, (N, h, H/p, W/p)."""
+        self.check_input(x)
+        return self.layers(self.patch_embed(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+    def num_parameters(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+
+def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10, in_channels: int = 3) -> int:
+    """Parameters of ConvMixer-h/d, in closed form.
+
+    patch embedding  C p^2 h + h (conv) + 2h (norm)
+    each layer       h k^2 + h (depthwise) + 2h + h^2 + h (pointwise) + 2h
+    head             h n + n
+
+    total = h (C p^2 + 3) + d (h^2 + h k^2 + 6h) + n (h + 1).
+    The h^2 term dominates: channel mixing holds most of the parameters.
+    Both norms (BatchNorm and the channel LayerNorm) have 2h parameters.
+    """
+    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
+    return h * (c * p * p + 3) + d * (h * h + h * k * k + 6 * h) + n * (h + 1)
+
+
+# The paper's configurations.  ConvMixer-h/d; k and p as in the paper's Table 1 and
+# the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.
+PRESETS: dict[str, dict] = {
+    "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, n_classes=10),
+    "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, n_classes=1000),
+    "convmixer_768_32": dict(dim=768, depth=32, kernel_size=7, patch_size=7, n_classes=1000, activation="relu"),
+    "convmixer_1024_20_ks9_p14": dict(dim=1024, depth=20, kernel_size=9, patch_size=14, n_classes=1000),
+}
+
+
+def convmixer(name: str, **overrides) -> ConvMixer:
+    """Build a named preset, e.g. ``convmixer("convmixer_256_8")``; keyword overrides change single fields."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return ConvMixer(**{**PRESETS[name], **overrides})
