@@ -1,0 +1,231 @@
+"""The paper's own ConvMixer, and the bookkeeping that proves the library equals it.
+
+The official implementation (``convmixer.py`` in locuslab/convmixer) is a single
+``nn.Sequential`` of about fifteen lines.  It is the ground truth: a reader can hold
+it in their head, and :class:`convmixer.model.ConvMixer` is only worth trusting if,
+given the same weights, it computes the same function.  This module provides
+
+* :func:`official_convmixer`, that ``nn.Sequential`` exactly as published, and
+  :func:`tweetable_convmixer`, the 280-character version from the official README;
+* :func:`to_official_state_dict` / :func:`load_official_state_dict`, which rename
+  weights between the library's descriptive module names and the Sequential's
+  numeric indices, so the same weights can be placed in both models;
+* :func:`parameter_breakdown` and :func:`multiply_accumulates`, the parameter and
+  compute accounting the book checks against the closed-form formulas.
+
+The index layout of the official Sequential, for depth d::
+
+    0            Conv2d(3, h, p, stride=p)      <- patch_embed.proj
+    1, 2         GELU, BatchNorm2d(h)           <- patch_embed.act, patch_embed.norm
+    3 + i        layer i:
+      .0.fn.0      depthwise Conv2d(h, h, k, groups=h)   <- layers.i.spatial.conv
+      .0.fn.2      BatchNorm2d(h)                        <- layers.i.spatial.norm
+      .1           pointwise Conv2d(h, h, 1)             <- layers.i.channel.conv
+      .3           BatchNorm2d(h)                        <- layers.i.channel.norm
+    d + 3, d + 4 AdaptiveAvgPool2d, Flatten     (no weights)
+    d + 5        Linear(h, n)                   <- head
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .model import ConvMixer, ConvMixerConfig
+
+
+class Residual(nn.Module):
+    """``fn(x) + x``: the official code's skip connection, around spatial mixing only."""
+
+    def __init__(self, fn: nn.Module):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x) + x
+
+
+def official_convmixer(dim: int, depth: int, kernel_size: int = 9, patch_size: int = 7, n_classes: int = 1000,
+                       *, activation: type[nn.Module] = nn.GELU) -> nn.Sequential:
+    """The paper's ConvMixer-h/d, exactly as in the official ``convmixer.py``.
+
+    This is the reference the book and the tests prove :class:`~convmixer.model.ConvMixer`
+    equal to: load the same weights into both (see :func:`load_official_state_dict`)
+    and they return the same outputs, in train and in eval mode.
+
+    The body is the official code line for line.  The only addition is the keyword
+    ``activation`` (GELU by default, as published), the way timm's ``act_layer`` builds
+    the ReLU ConvMixer-768/32; it replaces every ``nn.GELU()`` and nothing else.
+    """
+    return nn.Sequential(
+        nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size),
+        activation(),
+        nn.BatchNorm2d(dim),
+        *[nn.Sequential(
+                Residual(nn.Sequential(
+                    nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),
+                    activation(),
+                    nn.BatchNorm2d(dim)
+                )),
+                nn.Conv2d(dim, dim, kernel_size=1),
+                activation(),
+                nn.BatchNorm2d(dim)
+        ) for i in range(depth)],
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        nn.Linear(dim, n_classes)
+    )
+
+
+# The official README's "tweetable" ConvMixer (it assumes ``from torch.nn import *``), kept
+# verbatim as text so the book can show it, and executed below by tweetable_convmixer.
+TWEETABLE_SOURCE = """\
+def ConvMixr(h,d,k,p,n):
+ S,C,A=Sequential,Conv2d,lambda x:S(x,GELU(),BatchNorm2d(h))
+ R=type('',(S,),{'forward':lambda s,x:s[0](x)+x})
+ return S(A(C(3,h,p,p)),*[S(R(A(C(h,h,k,groups=h,padding=k//2))),A(C(h,h,1))) for i in range(d)],AdaptiveAvgPool2d((1,1)),Flatten(),Linear(h,n))
+"""
+
+
+def tweetable_convmixer(h: int, d: int, k: int, p: int, n: int) -> nn.Sequential:
+    """Build ConvMixer-h/d with the README's 280-character definition (:data:`TWEETABLE_SOURCE`).
+
+    Its modules are nested differently from :func:`official_convmixer` (each
+    conv-GELU-BN triple is its own Sequential) but are registered in the same order,
+    so the two models' ``state_dict`` values line up one to one.
+    """
+    namespace = {name: getattr(nn, name) for name in
+                 ("Sequential", "Conv2d", "GELU", "BatchNorm2d", "AdaptiveAvgPool2d", "Flatten", "Linear")}
+    exec(TWEETABLE_SOURCE, namespace)  # a fixed string defined above, never user input
+    return namespace["ConvMixr"](h, d, k, p, n)
+
+
+def _check_paper_config(config: ConvMixerConfig) -> None:
+    """The official model has BatchNorm, the skip around spatial mixing only, and RGB input."""
+    problems = []
+    if config.norm != "batch":
+        problems.append(f"norm={config.norm!r} (the official model uses 'batch')")
+    if config.residual != "spatial":
+        problems.append(f"residual={config.residual!r} (the official model uses 'spatial')")
+    if config.in_channels != 3:
+        problems.append(f"in_channels={config.in_channels} (the official model takes 3)")
+    if problems:
+        raise ValueError("this ConvMixer has no official counterpart: " + "; ".join(problems))
+
+
+_LIBRARY_TO_OFFICIAL = [
+    (re.compile(r"^patch_embed\.proj\.(.+)$"), lambda m, d: f"0.{m[1]}"),
+    (re.compile(r"^patch_embed\.norm\.(.+)$"), lambda m, d: f"2.{m[1]}"),
+    (re.compile(r"^layers\.(\d+)\.spatial\.conv\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.0.fn.0.{m[2]}"),
+    (re.compile(r"^layers\.(\d+)\.spatial\.norm\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.0.fn.2.{m[2]}"),
+    (re.compile(r"^layers\.(\d+)\.channel\.conv\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.1.{m[2]}"),
+    (re.compile(r"^layers\.(\d+)\.channel\.norm\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.3.{m[2]}"),
+    (re.compile(r"^head\.(.+)$"), lambda m, d: f"{d + 5}.{m[1]}"),
+]
+
+
+def official_name(name: str, depth: int) -> str:
+    """The official Sequential's key for the library's state-dict key ``name``.
+
+    >>> official_name("layers.0.spatial.conv.weight", depth=8)
+    '3.0.fn.0.weight'
+    >>> official_name("head.bias", depth=8)
+    '13.bias'
+    """
+    for pattern, rename in _LIBRARY_TO_OFFICIAL:
+        m = pattern.match(name)
+        if m:
+            return rename(m, depth)
+    raise KeyError(f"{name!r} is not a ConvMixer state-dict key")
+
+
+def to_official_state_dict(model: ConvMixer) -> "OrderedDict[str, torch.Tensor]":
+    """``model``'s weights and BatchNorm statistics, keyed as in :func:`official_convmixer`.
+
+    ``official_convmixer(h, d, k, p, n).load_state_dict(to_official_state_dict(model))``
+    loads with ``strict=True``: every key matches, none is missing or left over.
+    """
+    _check_paper_config(model.config)
+    d = model.config.depth
+    return OrderedDict((official_name(k, d), v) for k, v in model.state_dict().items())
+
+
+def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Tensor]) -> ConvMixer:
+    """Load a state dict of :func:`official_convmixer` (numeric keys) into the library's ``model``.
+
+    Every key of ``model`` must be present and no other: a mismatch (a different depth,
+    a missing BatchNorm statistic) raises a ``KeyError`` that lists the keys involved.
+    Returns ``model``, with the weights loaded in place.
+    """
+    _check_paper_config(model.config)
+    d = model.config.depth
+    to_library = {official_name(k, d): k for k in model.state_dict()}
+    missing = sorted(set(to_library) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(to_library))
+    if missing or unexpected:
+        raise KeyError(f"official state dict does not fit this ConvMixer-{model.config.dim}/{d}: "
+                       f"missing {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+                       f"unexpected {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}")
+    model.load_state_dict(OrderedDict((to_library[k], v) for k, v in state_dict.items()), strict=True)
+    return model
+
+
+PARTS = ("patch embedding", "depthwise", "pointwise", "norms", "head")
+
+
+def parameter_breakdown(model: ConvMixer) -> dict[str, int]:
+    """Where a ConvMixer's parameters are, by part (keys :data:`PARTS`); the values sum to the total.
+
+    ``patch embedding`` is the p x p convolution, ``depthwise`` / ``pointwise`` the
+    spatial- and channel-mixing convolutions of all d layers, ``norms`` every
+    normalisation layer (2h each), ``head`` the final linear layer.
+    """
+    parts = dict.fromkeys(PARTS, 0)
+    for name, t in model.named_parameters():
+        if ".norm." in name:
+            part = "norms"
+        elif name.startswith("patch_embed.proj."):
+            part = "patch embedding"
+        elif ".spatial.conv." in name:
+            part = "depthwise"
+        elif ".channel.conv." in name:
+            part = "pointwise"
+        elif name.startswith("head."):
+            part = "head"
+        else:
+            raise KeyError(f"parameter {name!r} belongs to no known part")
+        parts[part] += t.numel()
+    return parts
+
+
+def multiply_accumulates(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10,
+                         in_channels: int = 3, image_size: int | tuple[int, int] = 32, **_ignored) -> dict[str, int]:
+    """Multiply-accumulates (MACs) of one forward pass on one image, by part, plus ``"total"``.
+
+    With T = floor(H/p) floor(W/p) tokens:
+
+        patch embedding   T C p^2 h
+        depthwise         d T h k^2      (zero padding counted, as hardware computes it)
+        pointwise         d T h^2
+        head              h n
+
+    Activations, norms, residual additions, pooling and biases (O(T h) each) are
+    not counted; this is the convention of FLOP counters such as
+    ``torch.utils.flop_counter.FlopCounterMode``, which reports 2 x these numbers.
+    Extra keyword arguments (``activation``, ``norm``, ...) are accepted and ignored,
+    so ``multiply_accumulates(**PRESETS[name], image_size=224)`` works.
+    """
+    H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
+    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
+    T = (H // p) * (W // p)
+    macs = {
+        "patch embedding": T * c * p * p * h,
+        "depthwise": d * T * h * k * k,
+        "pointwise": d * T * h * h,
+        "head": h * n,
+    }
+    macs["total"] = sum(macs.values())
+    return macs

@@ -1,0 +1,497 @@
+"""Train ConvMixer on CIFAR-10: the official recipe, on an on-device data pipeline.
+
+The official CIFAR-10 script's recipe (its README's command for ~92.5% in 25 epochs):
+ConvMixer-256/8 with k = 5, p = 2; AdamW (lr_max 0.05, weight decay 0.005), batch 512;
+a per-iteration piecewise-linear "one-cycle" learning rate; RandAugment(n=2, m=12) and
+horizontal flips; mixed precision.  ``TrainConfig()`` holds exactly that; ``PRESETS``
+adds budgets that finish in minutes on a CPU.
+
+    python -m convmixer.train                       # the official recipe (wants a GPU)
+    python -m convmixer.train --preset cpu          # ~10 minutes on a 2-core CPU
+    python -m convmixer.train --preset tiny --out-dir runs/tiny
+    python -m convmixer.train --preset tiny --out-dir runs/tiny --resume --epochs 3 ...
+
+A run writes ``last.pt`` (model, optimizer, position in the schedule, history),
+``history.json`` and ``config.json`` into ``--out-dir``, atomically, after every epoch
+and when interrupted (Ctrl-C or SIGTERM).  ``--resume`` continues from ``last.pt``
+and reaches the same weights as a run that was never interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import platform
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .augment import CROPS, Augment
+from .checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_save_json, check_architecture,
+                         config_differences, load_checkpoint)
+from .data import BatchLoader, load_cifar10
+from .model import ConvMixer, ConvMixerConfig
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run.  The defaults are the official CIFAR-10 recipe."""
+
+    # model: ConvMixer-h/d with kernel k and patch p
+    dim: int = _opt(256, "width h")
+    depth: int = _opt(8, "depth d")
+    kernel_size: int = _opt(5, "depthwise kernel size k (odd)")
+    patch_size: int = _opt(2, "patch size p")
+    activation: str = _opt("gelu", "activation", choices=("gelu", "relu"))
+    residual: str = _opt("spatial", "residual placement", choices=("spatial", "both", "none"))
+    norm: str = _opt("batch", "normalization", choices=("batch", "layer"))
+    # data
+    data_root: str = _opt("", "CIFAR-10 folder (default: $CONVMIXER_DATA, else ./data)")
+    train_subset: int = _opt(0, "train on a random subset of this many images (0: all 50,000)")
+    test_subset: int = _opt(0, "evaluate on a random subset of this many test images (0: all 10,000)")
+    batch_size: int = _opt(512, "batch size")
+    # augmentation
+    crop: str = _opt("none", "crop: pad+random crop, random resized crop, or none", choices=CROPS)
+    padding: int = _opt(4, "padding for --crop pad")
+    scale_min: float = _opt(1.0, "smallest area fraction for --crop resized (official --scale)")
+    flip: bool = _opt(True, "random horizontal flips")
+    ra_n: int = _opt(2, "RandAugment ops per image (0: off)")
+    ra_m: int = _opt(12, "RandAugment magnitude, 0..30")
+    erase_p: float = _opt(0.0, "random erasing probability (official --reprob)")
+    # optimisation
+    epochs: int = _opt(25, "epochs")
+    lr_max: float = _opt(0.05, "peak learning rate of the one-cycle schedule")
+    weight_decay: float = _opt(0.005, "AdamW weight decay")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy")
+    clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
+    # execution
+    device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
+    precision: str = _opt("auto", "auto: bf16 (else fp16) autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
+    channels_last: bool = _opt(True, "channels_last memory format")
+    compile: bool = _opt(False, "torch.compile the model")
+    threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
+    seed: int = _opt(0, "seed for initialisation, data order and augmentation")
+    out_dir: str = _opt("runs/convmixer", "folder for last.pt, history.json, config.json")
+    resume: bool = _opt(False, "continue from OUT_DIR/last.pt")
+    log_every: int = _opt(50, "check the loss and report progress every this many steps")
+
+    def __post_init__(self):
+        self.model_config()  # validates the architecture fields
+        self.augment()
+        for name in ("batch_size", "epochs", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset", "threads", "weight_decay", "clip_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr_max > 0:
+            raise ValueError(f"lr_max must be positive, got {self.lr_max}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def model_config(self) -> ConvMixerConfig:
+        return ConvMixerConfig(dim=self.dim, depth=self.depth, kernel_size=self.kernel_size,
+                               patch_size=self.patch_size, n_classes=10, in_channels=3,
+                               activation=self.activation, residual=self.residual, norm=self.norm)
+
+    def augment(self) -> Augment:
+        return Augment(crop=self.crop, padding=self.padding, scale_min=self.scale_min, flip=self.flip,
+                       ra_n=self.ra_n, ra_m=self.ra_m, erase_p=self.erase_p)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Fields that may change between an interrupted run and its resumption without changing the result.
+RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device"}
+
+PRESETS: dict[str, dict] = {
+    # The official script's README command: ~92.5% in 25 epochs on a GPU.
+    "official": {},
+    # A CPU budget: ConvMixer-256/8 with 4x4 patches (64 tokens instead of 256), 4x fewer FLOPs,
+    # pad-and-crop + flip instead of RandAugment (too few epochs for strong regularisation to pay).
+    "cpu": dict(patch_size=4, kernel_size=5, batch_size=256, epochs=5, lr_max=0.01, weight_decay=0.01,
+                crop="pad", ra_n=0, label_smoothing=0.1, clip_norm=1.0),
+    # Seconds: a few hundred images, for smoke tests and the resume demonstration.
+    "tiny": dict(dim=32, depth=2, kernel_size=3, patch_size=4, train_subset=512, test_subset=256,
+                 batch_size=64, epochs=2, lr_max=0.01, crop="pad", ra_n=0),
+}
+
+
+def one_cycle_lr(t: float, epochs: float, lr_max: float) -> float:
+    """The official piecewise-linear schedule at (fractional) epoch t.
+
+    lr rises linearly from 0 to lr_max over the first 2/5 of training, falls to lr_max/20 at
+    4/5, then to 0 at the end: np.interp(t, [0, 2E/5, 4E/5, E], [0, lr_max, lr_max/20, 0]).
+    Warm-up lets AdamW's moment estimates settle before large steps; the long decay anneals.
+    """
+    points = [(0.0, 0.0), (0.4 * epochs, lr_max), (0.8 * epochs, lr_max / 20), (float(epochs), 0.0)]
+    t = min(max(t, 0.0), float(epochs))
+    for (t0, y0), (t1, y1) in zip(points, points[1:]):
+        if t <= t1:
+            return y0 + (y1 - y0) * (t - t0) / (t1 - t0) if t1 > t0 else y1
+    return 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def subset(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
+    """A seeded random subset of n examples (all of them when n is 0)."""
+    if n == 0 or n >= len(images):
+        return images, labels
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[idx], labels[idx]
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, dtype: torch.dtype | None = None) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = n = 0
+    for x, y in loader:
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    model.train(was_training)
+    return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+
+
+def load_model(path: str | os.PathLike, map_location="cpu") -> tuple[ConvMixer, dict]:
+    """A ConvMixer built from a checkpoint's config, with its trained weights (eval mode)."""
+    ckpt = load_checkpoint(path, map_location)
+    model = ConvMixer(**ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Trainer:
+    """One training run: model, optimizer, data, and the position in the schedule.
+
+    ``fit()`` runs the remaining epochs; the state it needs to continue (weights, AdamW moments,
+    BatchNorm statistics, epoch and step, metric history) is exactly what ``last.pt`` holds.
+    """
+
+    def __init__(self, cfg: TrainConfig, screen: bool = True):
+        self.cfg, self.screen = cfg, screen
+        self.out_dir = Path(cfg.out_dir)
+        self.ckpt_path = self.out_dir / "last.pt"
+        if self.ckpt_path.exists() and not cfg.resume:
+            raise FileExistsError(f"{self.ckpt_path} already exists; pass --resume to continue that run, "
+                                  f"or choose another --out-dir (nothing was overwritten)")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.dtype = autocast_dtype(cfg.precision, self.device)
+        seed_everything(cfg.seed)
+        self.model = ConvMixer(**cfg.model_config().to_dict()).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+
+        root = cfg.data_root or None
+        xtr, ytr = subset(*load_cifar10("train", root), cfg.train_subset, cfg.seed)
+        xte, yte = subset(*load_cifar10("test", root), cfg.test_subset, cfg.seed)
+        self.train_loader = BatchLoader(xtr, ytr, cfg.batch_size, train=True, augment=cfg.augment(),
+                                        device=self.device, seed=cfg.seed, channels_last=cfg.channels_last)
+        self.test_loader = BatchLoader(xte, yte, max(cfg.batch_size, 500), train=False, device=self.device,
+                                       channels_last=cfg.channels_last)
+        if len(self.train_loader) == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(xtr)} training images")
+        self.epoch, self.step, self.history = 0, 0, []
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        if cfg.resume and self.ckpt_path.exists():
+            self._restore(load_checkpoint(self.ckpt_path, self.device))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model_config": self.cfg.model_config().to_dict(),
+            "train_config": self.cfg.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "partial": dict(self.partial),
+            "history": list(self.history),
+            "hardware": hardware_name(self.device),
+            "torch": str(torch.__version__),
+        }
+
+    def save(self) -> None:
+        """Write last.pt, history.json and config.json, each atomically."""
+        atomic_save(self.state(), self.ckpt_path)
+        atomic_save_json(self.history, self.out_dir / "history.json")
+        atomic_save_json({"train": self.cfg.to_dict(), "model": self.cfg.model_config().to_dict(),
+                          "hardware": hardware_name(self.device), "torch": str(torch.__version__)},
+                         self.out_dir / "config.json")
+
+    def _restore(self, ckpt: dict) -> None:
+        check_architecture(ckpt, self.cfg.model_config().to_dict(), self.ckpt_path)
+        saved = {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS}
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+        if saved.pop("epochs") != now.pop("epochs"):
+            print(f"note: resuming a {ckpt['train_config']['epochs']}-epoch run as a {self.cfg.epochs}-epoch run; "
+                  f"the learning-rate schedule is stretched from here on", file=sys.stderr)
+        diffs = config_differences(saved, now)
+        if diffs:
+            raise CheckpointError(f"{self.ckpt_path} was trained with other settings: " + "; ".join(diffs)
+                                  + ". Resume with the same flags, or start a new run in another --out-dir.")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step = ckpt["epoch"], ckpt["step"]
+        self.partial, self.history = dict(ckpt["partial"]), list(ckpt["history"])
+
+    # -- training ----------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lr: float):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            out = self.step_model(x)
+            loss = self.criterion(out.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), (out.argmax(1) == y).sum()
+
+    def fit(self) -> list[dict]:
+        """Train the remaining epochs; returns the history (one dict per epoch).
+
+        Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current step: the checkpoint
+        then describes exactly the steps taken, so ``--resume`` continues as if never stopped.
+        A second signal stops at once.
+        """
+        from .track import monit, start_run, tracker
+
+        cfg, n_steps = self.cfg, len(self.train_loader)
+        self._stop = None
+        handlers = self._install_signal_handlers()
+        try:
+            with start_run("convmixer", self.out_dir / "logs", cfg.to_dict(), screen=self.screen):
+                for epoch in monit.loop(range(self.epoch, cfg.epochs)):
+                    self.epoch = epoch
+                    self._train_epoch(epoch, n_steps, monit)
+                    record = self._end_epoch(epoch)
+                    tracker.save(epoch, {k: v for k, v in record.items() if k != "epoch"})
+        except KeyboardInterrupt:
+            self.save()
+            print(f"\nInterrupted at epoch {self.epoch}, step {self.step}/{n_steps}; saved {self.ckpt_path}. "
+                  f"Continue with the same flags plus --resume.", file=sys.stderr)
+            raise
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        return self.history
+
+    def _install_signal_handlers(self) -> dict:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signals can only be handled in the main thread
+
+        def request_stop(signum, frame):
+            if self._stop is not None:
+                raise KeyboardInterrupt(f"signal {signum}")
+            self._stop = signum
+
+        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _train_epoch(self, epoch: int, n_steps: int, monit) -> None:
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        self._acc = self._zero_accumulators()
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        skip = self.step
+        for i, (x, y) in monit.enum("train", self.train_loader):
+            if i < skip:  # resuming mid-epoch: the same batches, already trained on
+                continue
+            lr = one_cycle_lr(epoch + (i + 1) / n_steps, self.cfg.epochs, self.cfg.lr_max)
+            loss, hits = self.train_step(x, y, lr)
+            # No host sync per step: remember the first non-finite step on the device.
+            step_id = torch.full_like(first_bad, epoch * n_steps + i)
+            first_bad = torch.where(~torch.isfinite(loss) & (first_bad < 0), step_id, first_bad)
+            self._acc["loss_sum"] += loss * len(y)
+            self._acc["correct"] += hits
+            self._acc["seen"] += len(y)
+            self.step = i + 1
+            if self.step % self.cfg.log_every == 0 or self.step == n_steps or self._stop is not None:
+                self._check_finite(first_bad, n_steps)
+                self._flush()
+            if self._stop is not None:
+                raise KeyboardInterrupt(f"signal {self._stop}")
+
+    def _zero_accumulators(self) -> dict:
+        return {"loss_sum": torch.zeros((), device=self.device),
+                "correct": torch.zeros((), dtype=torch.long, device=self.device),
+                "seen": 0, "start": time.perf_counter()}
+
+    def _flush(self) -> None:
+        """Move the on-device running sums into ``self.partial`` (one host sync)."""
+        acc, p = self._acc, self.partial
+        p["loss_sum"] += float(acc["loss_sum"])
+        p["correct"] += int(acc["correct"])
+        p["seen"] += acc["seen"]
+        p["seconds"] += time.perf_counter() - acc["start"]
+        self._acc = self._zero_accumulators()
+
+    def _check_finite(self, first_bad: torch.Tensor, n_steps: int) -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NonFiniteLoss(
+                f"the loss became non-finite at step {bad} (epoch {bad // n_steps}, batch {bad % n_steps}); "
+                f"training stopped and {self.ckpt_path} still holds the last good epoch. "
+                f"Lower --lr-max, set --clip-norm, or use --precision fp32.")
+
+    def _end_epoch(self, epoch: int) -> dict:
+        p = self.partial
+        test = evaluate(self.model, self.test_loader, self.dtype)
+        record = {
+            "epoch": epoch + 1,
+            "lr": one_cycle_lr(epoch + 1, self.cfg.epochs, self.cfg.lr_max),
+            "train_loss": p["loss_sum"] / p["seen"],
+            "train_accuracy": p["correct"] / p["seen"],
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "epoch_seconds": p["seconds"],
+            "images_per_second": p["seen"] / max(p["seconds"], 1e-9),
+            "elapsed_seconds": (self.history[-1]["elapsed_seconds"] if self.history else 0.0) + p["seconds"],
+        }
+        self.history.append(record)
+        self.epoch, self.step = epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.save()
+        return record
+
+
+def train(cfg: TrainConfig | None = None, screen: bool = True, **overrides) -> list[dict]:
+    """Run (or resume) a training run and return its history: ``train(preset_config("tiny"), epochs=3)``."""
+    cfg = dataclasses.replace(cfg or TrainConfig(), **overrides)
+    return Trainer(cfg, screen=screen).fit()
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})
+
+
+# -- command line ----------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump, exit status 2
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m convmixer.train", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="official",
+                        help="starting values; any flag below overrides them")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kw = {"default": f.default, "help": f.metadata["help"]}
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:
+            py_type = {"int": int, "float": float, "str": str}[f.type]
+            parser.add_argument(flag, type=py_type, choices=f.metadata.get("choices"), **kw)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    parser.set_defaults(**PRESETS[preset])
+    args = vars(parser.parse_args(argv))
+    args.pop("preset")
+    try:
+        return TrainConfig(**args)
+    except ValueError as e:
+        parser.error(str(e))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(argv)
+    try:
+        trainer = Trainer(cfg)
+        print(f"ConvMixer-{cfg.dim}/{cfg.depth} (k={cfg.kernel_size}, p={cfg.patch_size}), "
+              f"{trainer.model.num_parameters():,} parameters, on {hardware_name(trainer.device)}; "
+              f"epochs {trainer.epoch}..{cfg.epochs}, writing to {cfg.out_dir}", flush=True)
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLoss) as e:
+        print(f"python -m convmixer.train: error: {e}", file=sys.stderr)
+        return 2
+    if history:
+        last = history[-1]
+        print(f"\nepoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, "
+              f"{last['elapsed_seconds']:.0f} s of training")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The library's ConvMixer against the paper's definition, its own formulas, and its own docstrings."""
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convmixer import PRESETS, ConvMixer, ConvMixerConfig, convmixer, parameter_count
+from convmixer.model import ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding, SpatialMixing
+from convmixer.reference import (
+    load_official_state_dict,
+    multiply_accumulates,
+    official_convmixer,
+    parameter_breakdown,
+    to_official_state_dict,
+    tweetable_convmixer,
+)
+
+
+# --- An independent copy of the official model ------------------------------------------------
+# Written out again here (from locuslab/convmixer's convmixer.py) so that these tests do not
+# trust convmixer/reference.py: a mistake there would otherwise be tested against itself.
+
+class _Residual(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+
+def _paper_convmixer(dim, depth, kernel_size=9, patch_size=7, n_classes=1000, act=nn.GELU):
+    return nn.Sequential(
+        nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size),
+        act(),
+        nn.BatchNorm2d(dim),
+        *[nn.Sequential(
+                _Residual(nn.Sequential(
+                    nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),
+                    act(),
+                    nn.BatchNorm2d(dim)
+                )),
+                nn.Conv2d(dim, dim, kernel_size=1),
+                act(),
+                nn.BatchNorm2d(dim)
+        ) for i in range(depth)],
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        nn.Linear(dim, n_classes)
+    )
+
+
+def _copy_into_paper(model: ConvMixer, seq: nn.Sequential) -> None:
+    """Copy weights module by module, by hand, without the key mapping under test."""
+    pairs = [(model.patch_embed.proj, seq[0]), (model.patch_embed.norm, seq[2])]
+    for i, layer in enumerate(model.layers):
+        block = seq[3 + i]
+        pairs += [(layer.spatial.conv, block[0].fn[0]), (layer.spatial.norm, block[0].fn[2]),
+                  (layer.channel.conv, block[1]), (layer.channel.norm, block[3])]
+    pairs.append((model.head, seq[-1]))
+    for src, dst in pairs:
+        dst.load_state_dict(src.state_dict(), strict=True)
+
+
+def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial BatchNorm affine parameters and running statistics, so eval mode is a real test."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+
+
+PAPER_CONFIGS = [
+    dict(dim=16, depth=2, kernel_size=3, patch_size=2, n_classes=10),
+    dict(dim=24, depth=3, kernel_size=9, patch_size=7, n_classes=5),
+    dict(dim=8, depth=1, kernel_size=1, patch_size=1, n_classes=3),
+]
+
+
+def _pair(cfg, act=nn.GELU):
+    torch.manual_seed(0)
+    model = ConvMixer(**cfg)
+    _randomise_norms(model)
+    paper = _paper_convmixer(cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], act)
+    _copy_into_paper(model, paper)
+    return model, paper
+
+
+@pytest.mark.parametrize("cfg", PAPER_CONFIGS)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_equals_paper_sequential(cfg, mode):
+    model, paper = _pair(cfg)
+    model.train(mode == "train")
+    paper.train(mode == "train")
+    x = torch.randn(3, 3, 28, 21, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), paper(x), rtol=0, atol=1e-6)
+    if mode == "train":  # the same batch statistics went into the same running averages
+        for a, b in zip(model.state_dict().values(), paper.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_preset_256_8_equals_paper_sequential(mode):
+    model, paper = _pair(PRESETS["convmixer_256_8"])
+    model.train(mode == "train")
+    paper.train(mode == "train")
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), paper(x), rtol=0, atol=1e-5)
+
+
+def test_relu_preset_equals_paper_sequential_with_relu():
+    cfg = dict(PRESETS["convmixer_768_32"], dim=16, depth=2)  # ReLU, k=7, p=7, shrunk
+    model = ConvMixer(**cfg)
+    _randomise_norms(model)
+    paper = _paper_convmixer(16, 2, cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], nn.ReLU)
+    _copy_into_paper(model, paper)
+    model.eval(), paper.eval()
+    x = torch.randn(2, 3, 35, 35)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), paper(x), rtol=0, atol=1e-6)
+
+
+def test_gradients_equal_paper_sequential():
+    model, paper = _pair(PAPER_CONFIGS[0])
+    x = torch.randn(4, 3, 16, 16)
+    model(x).square().sum().backward()
+    paper(x).square().sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    paper_grads = [p.grad for p in paper.parameters()]
+    assert len(grads) == len(paper_grads)
+    for a, b in zip(grads, paper_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --- convmixer/reference.py against the inline copy -----------------------------------------
+
+@pytest.mark.parametrize("cfg", PAPER_CONFIGS)
+def test_reference_module_matches_inline_copy(cfg):
+    args = (cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"])
+    ref, inline = official_convmixer(*args), _paper_convmixer(*args)
+    assert str(ref).replace("Residual", "_Residual") == str(inline)
+    assert [(k, v.shape) for k, v in ref.state_dict().items()] == [(k, v.shape) for k, v in inline.state_dict().items()]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_state_dict_mapping_round_trip(mode):
+    cfg = PAPER_CONFIGS[1]
+    model, inline = _pair(cfg)
+    official = official_convmixer(cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"])
+    official.load_state_dict(to_official_state_dict(model), strict=True)
+    for a, b in zip(official.state_dict().values(), inline.state_dict().values()):
+        assert torch.equal(a, b)
+    back = load_official_state_dict(ConvMixer(**cfg), official.state_dict())
+    for a, b in zip(back.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    for m in (model, official, back):
+        m.train(mode == "train")
+    x = torch.randn(2, 3, 21, 21)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), official(x), rtol=0, atol=1e-6)
+        torch.testing.assert_close(back(x), official(x), rtol=0, atol=1e-6)
+
+
+def test_tweetable_matches_official():
+    torch.manual_seed(0)
+    official = official_convmixer(16, 2, 5, 2, 10)
+    _randomise_norms(official)
+    tweet = tweetable_convmixer(16, 2, 5, 2, 10)
+    assert [v.shape for v in tweet.state_dict().values()] == [v.shape for v in official.state_dict().values()]
+    tweet.load_state_dict(dict(zip(tweet.state_dict().keys(), official.state_dict().values())))
+    x = torch.randn(2, 3, 16, 16)
+    for mode in (True, False):
+        tweet.train(mode), official.train(mode)
+        with torch.no_grad():
+            torch.testing.assert_close(tweet(x), official(x), rtol=0, atol=1e-6)
+
+
+def test_mapping_rejects_wrong_depth_and_non_paper_models():
+    official = official_convmixer(16, 3, 5, 2, 10)
+    with pytest.raises(KeyError, match="unexpected"):
+        load_official_state_dict(ConvMixer(16, 2, 5, 2), official.state_dict())
+    for bad in (dict(norm="layer"), dict(residual="both"), dict(in_channels=1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            to_official_state_dict(ConvMixer(16, 2, 5, 2, **bad))
+
+
+# --- Parameter and compute accounting --------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_parameter_count_presets(name, norm):
+    with torch.device("meta"):  # the count needs shapes only; no memory for 50M weights
+        model = convmixer(name, norm=norm)
+    assert parameter_count(**{k: v for k, v in PRESETS[name].items() if k != "activation"}) == model.num_parameters()
+    assert sum(parameter_breakdown(model).values()) == model.num_parameters()
+
+
+def test_parameter_count_paper_table():
+    """The rounded sizes listed for the paper's ImageNet models: 51.6M, 21.1M, 24.4M parameters."""
+    millions = {name: round(parameter_count(**{k: v for k, v in cfg.items() if k != "activation"}) / 1e6, 1)
+                for name, cfg in PRESETS.items()}
+    assert millions["convmixer_1536_20"] == 51.6
+    assert millions["convmixer_768_32"] == 21.1
+    assert millions["convmixer_1024_20_ks9_p14"] == 24.4
+
+
+def test_parameter_count_random_configs():
+    rng = random.Random(0)
+    for _ in range(40):
+        cfg = dict(dim=rng.randint(1, 64), depth=rng.randint(0 + 1, 6), kernel_size=rng.choice([1, 3, 5, 7, 9]),
+                   patch_size=rng.randint(1, 16), n_classes=rng.randint(1, 100), in_channels=rng.randint(1, 4))
+        for norm in ("batch", "layer"):
+            for residual in ("spatial", "both", "none"):
+                with torch.device("meta"):
+                    model = ConvMixer(**cfg, norm=norm, residual=residual)
+                assert parameter_count(**cfg) == model.num_parameters(), (cfg, norm, residual)
+
+
+def test_parameter_breakdown_parts():
+    h, d, k, p, n = 32, 3, 5, 4, 7
+    parts = parameter_breakdown(ConvMixer(h, d, k, p, n))
+    assert parts == {"patch embedding": 3 * p * p * h + h, "depthwise": d * (h * k * k + h),
+                     "pointwise": d * (h * h + h), "norms": (1 + 2 * d) * 2 * h, "head": h * n + n}
+
+
+def test_multiply_accumulates_matches_flop_counter():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = dict(dim=32, depth=3, kernel_size=5, patch_size=4, n_classes=7)
+    model = ConvMixer(**cfg)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 36, 28))
+    assert counter.get_total_flops() == 2 * multiply_accumulates(**cfg, image_size=(36, 28))["total"]
+
+
+# --- Initialisation ----------------------------------------------------------------------------
+
+def test_layers_initialised_independently():
+    torch.manual_seed(0)
+    model = ConvMixer(32, 3, 5, 2)
+    l0, l1 = model.layers[0], model.layers[1]
+    assert not torch.equal(l0.spatial.conv.weight, l1.spatial.conv.weight)
+    assert not torch.equal(l0.channel.conv.weight, l1.channel.conv.weight)
+    assert l0.spatial.conv.weight.data_ptr() != l1.spatial.conv.weight.data_ptr()
+
+
+# --- The building blocks do what their docstrings say ------------------------------------------
+
+def test_residual_options_match_their_definitions():
+    torch.manual_seed(0)
+    z = torch.randn(2, 8, 6, 5)
+    for residual in ("spatial", "both", "none"):
+        layer = ConvMixerLayer(8, 3, residual=residual).eval()
+        _randomise_norms(layer)
+        S, C = layer.spatial, layer.channel
+        expected = {
+            "spatial": C(S(z) + z),
+            "both": C(S(z)) + z,
+            "none": C(S(z)),
+        }[residual]
+        with torch.no_grad():
+            torch.testing.assert_close(layer(z), expected, rtol=0, atol=0)
+    # ...and the three are genuinely different functions
+    outs = []
+    for residual in ("spatial", "both", "none"):
+        torch.manual_seed(1)
+        outs.append(ConvMixerLayer(8, 3, residual=residual).eval()(z))
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+
+
+def test_sub_modules_are_conv_act_norm():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 6, 6)
+    s = SpatialMixing(8, 5).eval()
+    torch.testing.assert_close(s(x), s.norm(F.gelu(F.conv2d(x, s.conv.weight, s.conv.bias, padding=2, groups=8))))
+    c = ChannelMixing(8).eval()
+    torch.testing.assert_close(c(x), c.norm(F.gelu(F.conv2d(x, c.conv.weight, c.conv.bias))))
+    pe = PatchEmbedding(8, 4).eval()
+    img = torch.randn(2, 3, 16, 12)
+    torch.testing.assert_close(pe(img), pe.norm(F.gelu(F.conv2d(img, pe.proj.weight, pe.proj.bias, stride=4))))
+
+
+def test_channel_mixing_is_a_linear_layer_per_token():
+    torch.manual_seed(0)
+    c = ChannelMixing(8)
+    x = torch.randn(2, 8, 5, 7)
+    tokens = x.permute(0, 2, 3, 1).reshape(-1, 8)  # (N H W, h)
+    y = F.linear(tokens, c.conv.weight.reshape(8, 8), c.conv.bias)
+    torch.testing.assert_close(c.conv(x).permute(0, 2, 3, 1).reshape(-1, 8), y)
+
+
+def test_depthwise_mixes_no_channels():
+    s = SpatialMixing(4, 3)
+    x = torch.zeros(1, 4, 7, 7)
+    x[0, 1, 3, 3] = 1.0
+    y = s.conv(x) - s.conv(torch.zeros_like(x))
+    assert y[0, 1].abs().sum() > 0
+    assert y[0, [0, 2, 3]].abs().sum() == 0
+
+
+def test_channel_layernorm_equals_nn_layernorm_channels_last():
+    torch.manual_seed(0)
+    ln = ChannelLayerNorm(8)
+    ref = nn.LayerNorm(8, eps=ln.eps)
+    with torch.no_grad():
+        ln.weight.copy_(torch.randn(8))
+        ln.bias.copy_(torch.randn(8))
+        ref.weight.copy_(ln.weight)
+        ref.bias.copy_(ln.bias)
+    x = 3 * torch.randn(2, 8, 5, 6) + 1
+    expected = ref(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(ln(x), expected)
+    # per token: zero mean, unit variance over the channels (before the affine part)
+    ln2 = ChannelLayerNorm(8)
+    y = ln2(x)
+    torch.testing.assert_close(y.mean(1), torch.zeros(2, 5, 6), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.var(1, unbiased=False), torch.ones(2, 5, 6), atol=1e-3, rtol=0)
+
+
+def test_layer_norm_model_same_in_train_and_eval():
+    torch.manual_seed(0)
+    model = ConvMixer(16, 2, 3, 2, norm="layer")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.train()(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("activation,cls", [("gelu", nn.GELU), ("relu", nn.ReLU)])
+def test_activation_option(activation, cls):
+    model = ConvMixer(16, 2, 3, 2, activation=activation)
+    acts = [m for m in model.modules() if isinstance(m, (nn.GELU, nn.ReLU))]
+    assert len(acts) == 1 + 2 * 2 and all(type(m) is cls for m in acts)
+    assert all(type(m) is nn.ReLU for m in convmixer("convmixer_768_32", dim=8, depth=1).modules()
+               if isinstance(m, (nn.GELU, nn.ReLU)))
+
+
+# --- Invalid arguments and inputs -------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["dim", "depth", "kernel_size", "patch_size", "n_classes", "in_channels"])
+@pytest.mark.parametrize("value", [0, -1, 2.0, True, "3"])
+def test_invalid_sizes_raise_naming_the_argument(name, value):
+    with pytest.raises(ValueError, match=name):
+        ConvMixer(**{name: value})
+
+
+def test_even_kernel_raises():
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        ConvMixer(kernel_size=4)
+
+
+@pytest.mark.parametrize("name,value", [("activation", "swish"), ("residual", "all"), ("norm", "group"),
+                                        ("activation", "GELU"), ("norm", None)])
+def test_invalid_strings_raise_naming_the_argument(name, value):
+    with pytest.raises(ValueError, match=name):
+        ConvMixer(**{name: value})
+    with pytest.raises(ValueError, match=name):
+        ConvMixerConfig(**{name: value})
+
+
+def test_unknown_preset_raises():
+    with pytest.raises(ValueError, match="unknown preset"):
+        convmixer("convmixer_512_16")
+
+
+def test_wrong_input_channels_raises():
+    model = ConvMixer(16, 1, 3, 2)
+    with pytest.raises(ValueError, match=re.escape("expected 3 input channels")):
+        model(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="permute"):  # channels-last images get a hint
+        model(torch.zeros(1, 32, 32, 3))
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 1, 3, 32, 32), (32,)])
+def test_non_4d_input_raises(shape):
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        ConvMixer(16, 1, 3, 2)(torch.zeros(shape))
+
+
+def test_image_smaller_than_a_patch_raises():
+    model = ConvMixer(16, 1, 3, patch_size=7)
+    with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
+        model(torch.zeros(1, 3, 6, 32))
+    with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
+        model(torch.zeros(1, 3, 32, 5))
+    assert model.eval()(torch.zeros(1, 3, 7, 7)).shape == (1, 10)  # exactly one patch is fine
+
+
+# --- Shapes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("H,W,p", [(32, 32, 2), (32, 48, 2), (33, 31, 2), (37, 23, 7), (224, 160, 14), (5, 9, 1)])
+def test_output_shapes(H, W, p):
+    model = ConvMixer(dim=8, depth=2, kernel_size=3, patch_size=p, n_classes=4).eval()
+    x = torch.zeros(2, 3, H, W)
+    with torch.no_grad():
+        assert model.features(x).shape == (2, 8, H // p, W // p)
+        assert model(x).shape == (2, 4)
+
+
+def test_in_channels_option():
+    model = ConvMixer(8, 1, 3, 4, in_channels=1).eval()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
