@@ -3,8 +3,8 @@
 Chapter 1 (patch embedding):
     patchify            cut images into flattened p x p patches, in the order of ``Conv2d``'s weights
     patch_mosaic        an image with gaps between its patches, for figures
-    convmixer_macs      closed-form multiply-accumulates of ConvMixer-h/d, part by part
-    measured_macs       the same, counted by PyTorch while the model runs
+    measured_macs       multiply-accumulates counted by PyTorch while a module runs (closed form:
+                        ``convmixer.reference.multiply_accumulates``)
     patch_size_rows     tokens, parameters and MACs of one ConvMixer for several patch sizes
 Chapter 2 (spatial mixing):
     receptive_field     pixels seen by one token after d layers: p (1 + d (k - 1))
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .model import ConvMixer, parameter_count
+from .reference import multiply_accumulates
 
 
 # --------------------------------------------------------------------------- patches
@@ -72,27 +73,6 @@ def patch_mosaic(image: torch.Tensor, p: int, scale: int = 8, gap: int = 2, back
 
 # --------------------------------------------------------------------------- cost of ConvMixer
 
-def convmixer_macs(dim: int, depth: int, kernel_size: int, patch_size: int, image_size: int = 32,
-                   n_classes: int = 10, in_channels: int = 3) -> dict[str, int]:
-    """Multiply-accumulates of one forward pass of ConvMixer-h/d on one image, in closed form.
-
-    With N = (image_size / p)^2 tokens:
-      patch embedding   N * C p^2 * h   (= C H W h: independent of p)
-      each layer        N * h k^2 (depthwise) + N * h^2 (pointwise)
-      head              h * n
-    """
-    h, d, k, p, c = dim, depth, kernel_size, patch_size, in_channels
-    if image_size % p:
-        raise ValueError(f"image size {image_size} is not a multiple of the patch size {p}")
-    n_tokens = (image_size // p) ** 2
-    embed = n_tokens * c * p * p * h
-    depthwise = d * n_tokens * h * k * k
-    pointwise = d * n_tokens * h * h
-    head = h * n_classes
-    return dict(tokens=n_tokens, embed=embed, depthwise=depthwise, pointwise=pointwise,
-                layers=depthwise + pointwise, head=head, total=embed + depthwise + pointwise + head)
-
-
 def measured_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-accumulates PyTorch's own FLOP counter sees in ``module(*inputs)`` (FLOPs / 2)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -104,15 +84,21 @@ def measured_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
 
 def patch_size_rows(dim: int = 256, depth: int = 8, kernel_size: int = 5, patch_sizes: Iterable[int] = (1, 2, 4, 8),
                     image_size: int = 32, n_classes: int = 10) -> list[dict]:
-    """One row per patch size: token grid, parameters and MACs of ConvMixer-h/d on image_size^2 images."""
+    """One row per patch size: token grid, parameters and MACs of ConvMixer-h/d on image_size^2 images.
+
+    Keys: p, grid, tokens, params (whole model), embed_params (the p x p convolution),
+    embed_macs, layer_macs (all d layers) and total_macs, from the closed forms
+    :func:`convmixer.parameter_count` and :func:`convmixer.reference.multiply_accumulates`.
+    """
     rows = []
     for p in patch_sizes:
-        macs = convmixer_macs(dim, depth, kernel_size, p, image_size, n_classes)
+        macs = multiply_accumulates(dim, depth, kernel_size, p, n_classes, image_size=image_size)
         g = image_size // p
-        rows.append(dict(p=p, grid=f"{g}x{g}", tokens=macs["tokens"],
+        rows.append(dict(p=p, grid=f"{g}x{g}", tokens=g * g,
                          params=parameter_count(dim, depth, kernel_size, p, n_classes),
                          embed_params=3 * p * p * dim + dim,
-                         embed_macs=macs["embed"], layer_macs=macs["layers"], total_macs=macs["total"]))
+                         embed_macs=macs["patch embedding"], layer_macs=macs["depthwise"] + macs["pointwise"],
+                         total_macs=macs["total"]))
     return rows
 
 
@@ -142,10 +128,15 @@ def gradient_map(model: ConvMixer, image_size: int, token: tuple[int, int] | Non
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, model.config.in_channels, image_size, image_size, generator=g, dtype=torch.float64,
                     requires_grad=True)
-    z = model.features(x)                                   # 1, h, G, G
-    gi, gj = z.shape[2], z.shape[3]
-    i, j = token if token is not None else (gi // 2, gj // 2)
-    z[0, :, i, j].sum().backward()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # these convolutions are tiny: one thread is many times faster
+    try:
+        z = model.features(x)                               # 1, h, G, G
+        gi, gj = z.shape[2], z.shape[3]
+        i, j = token if token is not None else (gi // 2, gj // 2)
+        z[0, :, i, j].sum().backward()
+    finally:
+        torch.set_num_threads(threads)
     return x.grad[0].abs().sum(0)
 
 
@@ -228,7 +219,15 @@ class SelfAttentionMixing(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         n, h, hgt, wid = z.shape
         t = z.flatten(2).transpose(1, 2)                      # n, tokens, h
-        out, _ = self.attn(t, t, t)
+        # nn.MultiheadAttention may take fused kernels (its inference fast path, or
+        # scaled_dot_product_attention) that PyTorch's FLOP counter cannot look inside; with the
+        # fast path off and need_weights=True it computes the same with countable matrix products.
+        fast = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            out, _ = self.attn(t, t, t, need_weights=True)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast)
         return out.transpose(1, 2).reshape(n, h, hgt, wid)
 
 
@@ -277,25 +276,26 @@ def live_widgets() -> bool:
 
 
 STATIC_NOTE = ("[static page] The interactive explorer appears here when you run this notebook in "
-               "Jupyter or Colab; the figure above shows every setting it offers.")
+               "Jupyter or Colab.")
 
 
-def show_explorer(build: Callable[[], object]) -> None:
-    """Display ``build()`` (an ipywidgets UI) in a live notebook; elsewhere print ``STATIC_NOTE``.
+def show_explorer(build: Callable[[], object], note: str = "") -> None:
+    """Display ``build()`` (an ipywidgets UI) in a live notebook; elsewhere print ``STATIC_NOTE`` and ``note``.
 
-    The widget is not even built outside a live frontend, so a batch-executed notebook stores no
-    widget state and the rendered page shows no control that does nothing.
+    Outside a live frontend the widget is not even built, so a batch-executed notebook stores
+    neither a widget view nor widget state, and its rendered page shows no control that does
+    nothing: only the note, which should point at the static figure that shows the same thing.
     """
     if live_widgets():
         from IPython.display import display
 
         display(build())
     else:
-        print(STATIC_NOTE)
+        print(STATIC_NOTE + (" " + note if note else ""))
 
 
-def plot_patch_grid(images: torch.Tensor, titles: Sequence[str], patch_sizes: Sequence[int] = (1, 2, 4, 8),
-                    width: float = 9.5):
+def plot_patch_grid(images: torch.Tensor, titles: Sequence[str], patch_sizes: Sequence[int] = (1, 2, 4, 8, 16),
+                    width: float = 10):
     """Figure: each image (a row) cut into p x p patches for each p (a column)."""
     import matplotlib.pyplot as plt
 
@@ -311,8 +311,7 @@ def plot_patch_grid(images: torch.Tensor, titles: Sequence[str], patch_sizes: Se
                 s.set_visible(False)
             if r == 0:
                 g = img.shape[-1] // p
-                ax.set_title(f"p = {p}: {g}x{g} = {g * g} tokens\neach a vector of 3·{p}² = {3 * p * p}",
-                             fontsize=10)
+                ax.set_title(f"p = {p}\n{g}x{g} = {g * g} tokens\nof 3·{p}² = {3 * p * p} numbers", fontsize=10)
             if c == 0:
                 ax.set_ylabel(title, fontsize=11)
     fig.tight_layout()
@@ -353,57 +352,71 @@ def plot_receptive_fields(kernel_sizes: Sequence[int] = (3, 5, 9), depths: Seque
     import matplotlib.pyplot as plt
 
     rows, cols = len(kernel_sizes), len(depths)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, width * rows / cols * 1.02), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, width * rows / cols * 0.95), squeeze=False,
+                             layout="constrained")
     for r, k in enumerate(kernel_sizes):
         for c, d in enumerate(depths):
             torch.manual_seed(seed)
             model = ConvMixer(dim=dim, depth=d, kernel_size=k, patch_size=patch_size)
             grad = gradient_map(model, image_size, seed=seed)
-            _draw_gradient(axes[r, c], grad, k, patch_size, d)
+            im = _draw_gradient(axes[r, c], grad, k, patch_size, d)
             if r == 0:
-                axes[r, c].set_title(f"d = {d}", fontsize=11)
+                axes[r, c].set_title(f"d = {d} layer{'s' if d > 1 else ''}", fontsize=11)
             if c == 0:
                 axes[r, c].set_ylabel(f"k = {k}", fontsize=11)
-    fig.tight_layout()
+    bar = fig.colorbar(im, ax=axes, shrink=0.6, pad=0.02, extend="min")
+    bar.set_label("log10 |gradient| / max  (grey: exactly 0)")
+    fig.suptitle(f"Which input pixels the centre token depends on (p = {patch_size}, "
+                 f"{image_size}x{image_size} input)", fontsize=12)
     return fig
 
 
-def _draw_gradient(ax, grad: torch.Tensor, k: int, p: int, d: int) -> None:
+def _draw_gradient(ax, grad: torch.Tensor, k: int, p: int, d: int):
+    """log10 of |gradient| / its maximum, eight decades, exact zeros in grey; the formula's square dashed."""
     import matplotlib.patches as mpatches
 
     size = grad.shape[-1]
-    shown = torch.where(grad > 0, grad.clamp_min(1e-300).log10(), torch.tensor(float("nan"), dtype=grad.dtype))
-    top = float(grad.max().clamp_min(1e-300).log10())       # eight decades below the largest; zero is grey
-    ax.imshow(shown.numpy(), cmap="magma", vmin=top - 8, vmax=top, interpolation="nearest")
-    ax.set_facecolor("#dddddd")
+    rel = grad / grad.max()
+    shown = torch.where(rel > 0, rel.clamp_min(1e-300).log10(), torch.tensor(float("nan"), dtype=grad.dtype))
+    im = ax.imshow(shown.numpy(), cmap="magma", vmin=-8, vmax=0, interpolation="nearest")
+    ax.set_facecolor("#d9d9d9")
     rf = receptive_field(k, p, d)
     centre = (size // p // 2) * p + p / 2 - 0.5             # centre of the centre token, in pixels
     ax.add_patch(mpatches.Rectangle((centre - rf / 2, centre - rf / 2), rf, rf, fill=False,
-                                    edgecolor="#2aa8ff", linestyle="--", linewidth=1.2))
+                                    edgecolor="#1f77b4", linestyle="--", linewidth=1.3))
     ax.set_xlim(-0.5, size - 0.5), ax.set_ylim(size - 0.5, -0.5)
     ax.set_xticks([]), ax.set_yticks([])
-    ax.text(0.03, 0.97, f"{rf} px", transform=ax.transAxes, va="top", ha="left", fontsize=9, color="white")
+    ax.set_xlabel(f"p(1 + d(k-1)) = {rf} px", fontsize=9.5)
+    return im
 
 
-def kernel_explorer(patch_size: int = 2, image_size: int = 96, dim: int = 8, cost_width: int = 256,
+def kernel_explorer(patch_size: int = 2, max_canvas: int = 160, dim: int = 8, cost_width: int = 256,
                     cifar_size: int = 32):
-    """ipywidgets UI: kernel size k and depth d; see the measured receptive field and the depthwise layer's cost."""
+    """ipywidgets UI: kernel size k and depth d; see the measured receptive field and the depthwise layer's cost.
+
+    The gradient is measured on a random input just large enough for the field (at most
+    ``max_canvas`` pixels, beyond which the border clips it); the cost lines are for one
+    depthwise layer of width ``cost_width`` on a ``cifar_size`` image.
+    """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
     def draw(k: int, d: int):
+        rf = receptive_field(k, patch_size, d)
+        canvas = min(rf + 4 * patch_size, max_canvas // patch_size * patch_size)
         torch.manual_seed(0)
         model = ConvMixer(dim=dim, depth=d, kernel_size=k, patch_size=patch_size)
-        grad = gradient_map(model, image_size)
-        fig, ax = plt.subplots(figsize=(5, 5))
-        _draw_gradient(ax, grad, k, patch_size, d)
-        ax.set_title(f"log |gradient| of the centre token, k = {k}, d = {d}, p = {patch_size}", fontsize=10)
+        grad = gradient_map(model, canvas)
+        fig, ax = plt.subplots(figsize=(6, 5))
+        fig.colorbar(_draw_gradient(ax, grad, k, patch_size, d), ax=ax, label="log10 |gradient| / max", extend="min")
+        ax.set_title(f"centre token, k = {k}, d = {d}, p = {patch_size}: {canvas}x{canvas} input", fontsize=10)
         plt.show()
-        rf = receptive_field(k, patch_size, d)
+        measured = nonzero_extent(grad)[0]
+        clipped = " (clipped by the input's border)" if rf > canvas else ""
         n = (cifar_size // patch_size) ** 2
         cost = mixing_costs(n, cost_width, k)
-        print(f"receptive field p(1 + d(k-1)) = {patch_size}(1 + {d}·{k - 1}) = {rf} pixels "
-              f"(measured: {nonzero_extent(grad)[0]} on this {image_size}x{image_size} canvas)")
+        print(f"receptive field p(1 + d(k-1)) = {patch_size}(1 + {d}·{k - 1}) = {rf} pixels; "
+              f"nonzero gradient: {measured} pixels{clipped}")
         print(f"every token sees the whole {cifar_size}x{cifar_size} image after "
               f"{layers_to_global(k, patch_size, cifar_size)} layers")
         print(f"one depthwise layer at h={cost_width}, N={n}: {human(cost['depthwise_params'])} parameters, "
