@@ -115,9 +115,9 @@ def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=x.device)
     ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=x.device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    base = torch.stack((gx, gy, torch.ones_like(gx)), dim=-1).view(h * w, 3)
+    base = torch.stack((gx, gy, torch.ones_like(gx)), dim=-1).view(1, h * w, 3)
     scaled = torch.stack((theta[:, 0] / (0.5 * w), theta[:, 1] / (0.5 * h)), dim=-1)  # (n, 3, 2)
-    grid = torch.einsum("pk,nkj->npj", base, scaled).view(n, h, w, 2)  # one matrix product
+    grid = (base @ scaled).view(n, h, w, 2)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 

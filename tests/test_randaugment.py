@@ -66,8 +66,8 @@ def test_matches_torchvision_on_float_images(name, m, size):
     x = smooth_images(6, *size)
     ours, sign = forced(x, name, m)
     expected = reference(x, name, m, sign, uint8=False)
-    if name in GEOMETRIC:  # nearest pixel: allow a rare half-pixel tie to round the other way
-        assert (ours == expected).all(dim=1).float().mean() >= 0.99
+    if name in GEOMETRIC:  # nearest pixel: a half-pixel tie may round the other way on another BLAS
+        assert (ours == expected).all(dim=1).float().mean() >= 0.999
     else:
         torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
 
@@ -85,7 +85,7 @@ def test_matches_torchvision_on_uint8_images(name, m, size):
     ours, sign = forced(x, name, m)
     expected = reference(x, name, m, sign, uint8=True)
     if name in GEOMETRIC:
-        assert (ours == expected).all(dim=1).float().mean() >= 0.99
+        assert (ours == expected).all(dim=1).float().mean() >= 0.999
         return
     atol = {"Brightness": 1, "AutoContrast": 1, "Color": 2, "Contrast": 2, "Sharpness": 2}.get(name, 0) / 255
     torch.testing.assert_close(ours, expected, rtol=0, atol=atol + 1e-6)

@@ -430,16 +430,21 @@ def _requests(driver) -> list[str]:
     return urls
 
 
-def _screenshot(driver, path: Path) -> None:
-    """A full-page PNG (capped at 16,000 px high, Chromium's texture limit)."""
+def _screenshot(driver, path: Path, width: int = 1280, max_height: int = 16000) -> None:
+    """A full-page PNG: the viewport is stretched to the page's height (at most ``max_height``,
+    Chromium's texture limit) for the capture, then restored."""
     import base64
 
-    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
-    size = metrics.get("cssContentSize") or metrics["contentSize"]
-    width, height = 1280, min(int(size["height"]), 16000)
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+    height = driver.execute_script(
+        "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
+    height = max(1, min(int(height), max_height))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        time.sleep(0.3)  # relayout at the new size
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
 
