@@ -169,6 +169,8 @@ def layers_to_global(kernel_size: int, patch_size: int, image_size: int) -> int:
     A corner token must reach the opposite corner, G - 1 tokens away on a G x G grid, and each
     layer reaches (k - 1) / 2 tokens further in each direction.
     """
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and at least 3 to mix tokens, got {kernel_size}")
     grid = image_size // patch_size
     return math.ceil((grid - 1) / ((kernel_size - 1) // 2))
 
@@ -222,12 +224,15 @@ class SelfAttentionMixing(nn.Module):
         # nn.MultiheadAttention may take fused kernels (its inference fast path, or
         # scaled_dot_product_attention) that PyTorch's FLOP counter cannot look inside; with the
         # fast path off and need_weights=True it computes the same with countable matrix products.
-        fast = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
+        mha = getattr(torch.backends, "mha", None)          # the switch exists from PyTorch 2.2 on
+        fast = mha.get_fastpath_enabled() if mha else None
+        if mha:
+            mha.set_fastpath_enabled(False)
         try:
             out, _ = self.attn(t, t, t, need_weights=True)
         finally:
-            torch.backends.mha.set_fastpath_enabled(fast)
+            if mha:
+                mha.set_fastpath_enabled(fast)
         return out.transpose(1, 2).reshape(n, h, hgt, wid)
 
 

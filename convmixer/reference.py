@@ -80,8 +80,8 @@ def official_convmixer(dim: int, depth: int, kernel_size: int = 9, patch_size: i
     )
 
 
-# The official README's "tweetable" ConvMixer (it assumes ``from torch.nn import *``), kept
-# verbatim as text so the book can show it, and executed below by tweetable_convmixer.
+#: The official README's "tweetable" ConvMixer (it assumes ``from torch.nn import *``), kept
+#: verbatim as text so the book can show it; :func:`tweetable_convmixer` executes it.
 TWEETABLE_SOURCE = """\
 def ConvMixr(h,d,k,p,n):
  S,C,A=Sequential,Conv2d,lambda x:S(x,GELU(),BatchNorm2d(h))
@@ -173,6 +173,7 @@ def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Te
     return model
 
 
+#: The parts :func:`parameter_breakdown` sorts a ConvMixer's parameters into, in network order.
 PARTS = ("patch embedding", "depthwise", "pointwise", "norms", "head")
 
 
@@ -205,7 +206,7 @@ def multiply_accumulates(dim: int, depth: int, kernel_size: int, patch_size: int
                          in_channels: int = 3, image_size: int | tuple[int, int] = 32, **_ignored) -> dict[str, int]:
     """Multiply-accumulates (MACs) of one forward pass on one image, by part, plus ``"total"``.
 
-    With T = floor(H/p) floor(W/p) tokens:
+    With T = floor(H/p) floor(W/p) tokens::
 
         patch embedding   T C p^2 h
         depthwise         d T h k^2      (zero padding counted, as hardware computes it)

@@ -15,12 +15,21 @@ A run writes ``last.pt`` (model, optimizer, position in the schedule, history),
 ``history.json`` and ``config.json`` into ``--out-dir``, atomically, after every epoch
 and when interrupted (Ctrl-C or SIGTERM).  ``--resume`` continues from ``last.pt``
 and reaches the same weights as a run that was never interrupted.
+
+Under ``torchrun`` the same command trains data-parallel (DistributedDataParallel): every
+process draws the same global batch of ``--batch-size`` images, keeps its own 1/world share,
+and gradients are averaged across processes; BatchNorm is synchronised on GPUs
+(``--sync-bn``); metrics are reduced and rank 0 alone writes files and prints.
+
+    torchrun --standalone --nproc_per_node 8 -m convmixer.train            # one machine, 8 GPUs
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \
+             --rdzv_endpoint HOST:29500 -m convmixer.train                 # two machines
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import math
 import os
 import platform
 import random
@@ -87,6 +96,7 @@ class TrainConfig:
     out_dir: str = _opt("runs/convmixer", "folder for last.pt, history.json, config.json")
     resume: bool = _opt(False, "continue from OUT_DIR/last.pt")
     log_every: int = _opt(50, "check the loss and report progress every this many steps")
+    sync_bn: bool = _opt(True, "synchronise BatchNorm statistics across processes under torchrun (GPU only)")
 
     def __post_init__(self):
         self.model_config()  # validates the architecture fields
@@ -118,7 +128,7 @@ class TrainConfig:
 
 
 # Fields that may change between an interrupted run and its resumption without changing the result.
-RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device"}
+RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device", "sync_bn"}
 
 PRESETS: dict[str, dict] = {
     # The official script's README command: ~92.5% in 25 epochs on a GPU.
@@ -192,19 +202,28 @@ def hardware_name(device: torch.device) -> str:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, dtype: torch.dtype | None = None) -> dict:
-    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode)."""
+def evaluate(model: nn.Module, loader, dtype: torch.dtype | None = None, dist: "Distributed | None" = None) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode).
+
+    Under data parallelism each process evaluates its share of every batch and the sums are
+    all-reduced, so every process returns the same numbers for the whole set.
+    """
     was_training = model.training
     model.eval()
-    loss_sum = correct = n = 0
+    sums = torch.zeros(3, dtype=torch.float64, device=next(model.parameters()).device)
     for x, y in loader:
+        if dist is not None:
+            x, y = dist.shard(x), dist.shard(y)
         with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = model(x)
-        loss_sum += nn.functional.cross_entropy(out.float(), y, reduction="sum")
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
+        sums[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        sums[1] += (out.argmax(1) == y).sum()
+        sums[2] += len(y)
+    if dist is not None:
+        dist.all_reduce(sums)
     model.train(was_training)
-    return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+    loss_sum, correct, n = sums.tolist()
+    return {"loss": loss_sum / n, "accuracy": correct / n}
 
 
 def load_model(path: str | os.PathLike, map_location="cpu") -> tuple[ConvMixer, dict]:
@@ -229,6 +248,50 @@ def export_model(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     return slim
 
 
+class Distributed:
+    """This process's place in a ``torchrun`` launch (world size 1 without one).
+
+    ``shard`` keeps this rank's contiguous 1/world slice of a batch; with equal slices the
+    gradient DDP averages is exactly the gradient of the whole batch's mean loss.
+    """
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.is_main = self.rank == 0
+
+    def init(self, device: torch.device) -> None:
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+
+    def device(self, name: str) -> torch.device:
+        device = resolve_device(name)
+        if self.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return t
+        n = len(t) // self.world
+        if n * self.world != len(t):  # the last test batch: share it unevenly but completely
+            return t.tensor_split(self.world)[self.rank]
+        return t[self.rank * n:(self.rank + 1) * n]
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            torch.distributed.all_reduce(t)
+        return t
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
 class NonFiniteLoss(RuntimeError):
     pass
 
@@ -249,16 +312,26 @@ class Trainer:
                                   f"or choose another --out-dir (nothing was overwritten)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.dist = Distributed()
+        self.device = self.dist.device(cfg.device)
+        self.dist.init(self.device)
+        if cfg.batch_size % self.dist.world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
         self.dtype = autocast_dtype(cfg.precision, self.device)
         seed_everything(cfg.seed)
         self.model = ConvMixer(**cfg.model_config().to_dict()).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
+        self.step_model = self.model
+        if self.dist.enabled:
+            if cfg.sync_bn and self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.step_model = nn.parallel.DistributedDataParallel(self.model)
+        if cfg.compile:
+            self.step_model = torch.compile(self.step_model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
 
         root = cfg.data_root or None
         xtr, ytr = subset(*load_cifar10("train", root), cfg.train_subset, cfg.seed)
@@ -292,7 +365,9 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write last.pt, history.json and config.json, each atomically."""
+        """Write last.pt, history.json and config.json, each atomically (rank 0 only)."""
+        if not self.dist.is_main:
+            return
         atomic_save(self.state(), self.ckpt_path)
         atomic_save_json(self.history, self.out_dir / "history.json")
         atomic_save_json({"train": self.cfg.to_dict(), "model": self.cfg.model_config().to_dict(),
@@ -345,7 +420,9 @@ class Trainer:
         self._stop = None
         handlers = self._install_signal_handlers()
         try:
-            with start_run("convmixer", self.out_dir / "logs", cfg.to_dict(), screen=self.screen):
+            run = start_run("convmixer", self.out_dir / "logs", cfg.to_dict(), screen=self.screen) \
+                if self.dist.is_main else contextlib.nullcontext()
+            with run:
                 for epoch in monit.loop(range(self.epoch, cfg.epochs)):
                     self.epoch = epoch
                     self._train_epoch(epoch, n_steps, monit)
@@ -384,6 +461,7 @@ class Trainer:
             if i < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
             lr = one_cycle_lr(epoch + (i + 1) / n_steps, self.cfg.epochs, self.cfg.lr_max)
+            x, y = self.dist.shard(x), self.dist.shard(y)
             loss, hits = self.train_step(x, y, lr)
             # No host sync per step: remember the first non-finite step on the device.
             step_id = torch.full_like(first_bad, epoch * n_steps + i)
@@ -406,13 +484,18 @@ class Trainer:
     def _flush(self) -> None:
         """Move the on-device running sums into ``self.partial`` (one host sync)."""
         acc, p = self._acc, self.partial
-        p["loss_sum"] += float(acc["loss_sum"])
-        p["correct"] += int(acc["correct"])
-        p["seen"] += acc["seen"]
+        sums = torch.stack([acc["loss_sum"].double(), acc["correct"].double(),
+                            torch.tensor(float(acc["seen"]), dtype=torch.float64, device=self.device)])
+        loss_sum, correct, seen = self.dist.all_reduce(sums).tolist()  # the whole global batch
+        p["loss_sum"] += loss_sum
+        p["correct"] += int(correct)
+        p["seen"] += int(seen)
         p["seconds"] += time.perf_counter() - acc["start"]
         self._acc = self._zero_accumulators()
 
     def _check_finite(self, first_bad: torch.Tensor, n_steps: int) -> None:
+        if self.dist.enabled:  # every process must stop together
+            torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)
         bad = int(first_bad)
         if bad >= 0:
             raise NonFiniteLoss(
@@ -422,7 +505,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> dict:
         p = self.partial
-        test = evaluate(self.model, self.test_loader, self.dtype)
+        test = evaluate(self.model, self.test_loader, self.dtype, self.dist)
         record = {
             "epoch": epoch + 1,
             "lr": one_cycle_lr(epoch + 1, self.cfg.epochs, self.cfg.lr_max),
@@ -491,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     try:
         trainer = Trainer(cfg)
-        print(f"ConvMixer-{cfg.dim}/{cfg.depth} (k={cfg.kernel_size}, p={cfg.patch_size}), "
+        say = print if trainer.dist.is_main else (lambda *a, **k: None)
+        say(f"ConvMixer-{cfg.dim}/{cfg.depth} (k={cfg.kernel_size}, p={cfg.patch_size}), "
               f"{trainer.model.num_parameters():,} parameters, on {hardware_name(trainer.device)}; "
               f"epochs {trainer.epoch}..{cfg.epochs}, writing to {cfg.out_dir}", flush=True)
         history = trainer.fit()
@@ -502,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if history:
         last = history[-1]
-        print(f"\nepoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, "
+        say(f"\nepoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, "
               f"{last['elapsed_seconds']:.0f} s of training")
     return 0
 

@@ -412,7 +412,8 @@ const done = arguments[arguments.length - 1];
     hasMath,
     mathjax,
     rendered: document.querySelectorAll('mjx-container').length,
-    mathErrors: [...document.querySelectorAll('mjx-merror, mjx-container [data-mjx-error]')].map(e => e.textContent || e.getAttribute('data-mjx-error')).slice(0, 5),
+    unrendered: [...document.querySelectorAll('span.math, div.math')].filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 80)).slice(0, 5),
+    mathErrors: [...new Set([...document.querySelectorAll('mjx-merror')].map(e => e.getAttribute('data-mjx-error') || e.textContent))].slice(0, 5),
     brokenImages: [...document.images].filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.currentSrc || img.src),
     images: document.images.length,
     nav: [...document.querySelectorAll('nav.bd-docs-nav a[href], .prev-next-area a[href]')].map(a => a.href),
@@ -471,6 +472,7 @@ def test_page_in_browser(browser, doc):
             problems.append("page has math but MathJax did not start")
         elif state["rendered"] == 0:
             problems.append(f"{state['hasMath']} math elements, no mjx-container rendered")
+        problems += [f"math left as TeX source: {m}" for m in state["unrendered"]]
         problems += [f"MathJax error: {m}" for m in state["mathErrors"]]
     for href in state["nav"]:
         if href.startswith(base):

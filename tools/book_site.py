@@ -13,17 +13,44 @@ page, before Sphinx collects images:
   (``require.js``, ``@jupyter-widgets/html-manager``) are dropped from the page, and so is
   sphinx-thebe's loader, which names thebe's CDN address (``launch_buttons.thebe`` is off:
   the book's live code runs on Colab).
+
+It also registers the citation style ``author_year_round``: "(Trockman and Kolter, 2023)" for
+``{cite:p}`` and "Trockman and Kolter (2023)" for ``{cite:t}``, instead of numbers in brackets.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import sphinxcontrib.bibtex.plugin
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinxcontrib.bibtex.style.referencing import BracketStyle
+from sphinxcontrib.bibtex.style.referencing.author_year import AuthorYearReferenceStyle
 
 BADGE_REMOTE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_LOCAL = "/_assets/colab-badge.svg"  # "/" = relative to the book root (Sphinx srcdir)
 WIDGET_VIEW = '<script type="application/vnd.jupyter.widget-view+json">'
 WIDGET_NOTE = ("Interactive explorer: it runs when this chapter is opened in Colab or Jupyter "
                "(launch button at the top of the page).")
+
+
+def _round_brackets() -> BracketStyle:
+    return BracketStyle(left="(", right=")")
+
+
+@dataclass
+class AuthorYearRound(AuthorYearReferenceStyle):
+    """Author-year citations in round brackets."""
+
+    bracket_parenthetical: BracketStyle = field(default_factory=_round_brackets)
+    bracket_textual: BracketStyle = field(default_factory=_round_brackets)
+    bracket_author: BracketStyle = field(default_factory=_round_brackets)
+    bracket_label: BracketStyle = field(default_factory=_round_brackets)
+    bracket_year: BracketStyle = field(default_factory=_round_brackets)
+
+
+sphinxcontrib.bibtex.plugin.register_plugin(
+    "sphinxcontrib.bibtex.style.referencing", "author_year_round", AuthorYearRound)
 
 
 def _localise_badges(doctree: nodes.document) -> None:

@@ -1,0 +1,355 @@
+"""Figures the chapters share: image grids, learning curves, and what a trained ConvMixer learned.
+
+Every ``plot_*`` function draws into axes it is given (or a new figure) and returns the figure,
+so a notebook cell can end with ``plt.show()``.  Images are (N, 3, H, W) tensors, either uint8
+in [0, 255] or floats in [0, 1] (use :func:`convmixer.data.denormalize` on normalised ones).
+The few helpers that compute rather than draw (:func:`confusion_matrix`,
+:func:`most_confident_mistakes`, :func:`kernel_stats`, :func:`layer_outputs`) are here because
+the figures are their only use.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "to_numpy_image", "plot_images", "plot_image_rows", "plot_schedule", "plot_history",
+    "filter_tiles", "plot_filters", "kernel_mosaic", "plot_depthwise_kernels", "kernel_stats",
+    "layer_outputs", "plot_feature_maps", "confusion_matrix", "plot_confusion_matrix",
+    "plot_class_accuracy", "most_confident_mistakes", "plot_mistakes",
+]
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure(axes, nrows: int, ncols: int, figsize):
+    """New (fig, 2-D axes array), or the given axes reshaped to (nrows, ncols)."""
+    import numpy as np
+
+    if axes is None:
+        return _plt().subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    axes = np.asarray(axes, dtype=object).reshape(nrows, ncols)
+    return axes[0, 0].figure, axes
+
+
+# ----------------------------------------------------------------------------------- images
+
+def to_numpy_image(x: torch.Tensor):
+    """One image (3, H, W), uint8 or float in [0, 1], as an (H, W, 3) float array for ``imshow``."""
+    x = x.detach().cpu()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
+    return x.permute(1, 2, 0).numpy()
+
+
+def plot_images(images: torch.Tensor, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.3,
+                title_size: float = 8, axes=None):
+    """A grid of images with an optional title above each."""
+    n = len(images)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = _figure(axes, nrows, ncols, (ncols * size, nrows * size * (1.25 if titles else 1.0)))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(to_numpy_image(images[i]), interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=title_size)
+    return fig
+
+
+def plot_image_rows(rows: dict[str, torch.Tensor], size: float = 1.2, label_width: float = 1.9):
+    """One row of images per entry of ``rows`` (name -> (N, 3, H, W)), the name at the left."""
+    plt = _plt()
+    ncols = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(label_width + ncols * size, len(rows) * size),
+                             squeeze=False, gridspec_kw=dict(wspace=0.05, hspace=0.08))
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(to_numpy_image(images[c]), interpolation="nearest")
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=label_width / (label_width + ncols * size))
+    return fig
+
+
+# ------------------------------------------------------------------------------ training
+
+def plot_schedule(lr: Callable[[float], float], epochs: float, steps_per_epoch: int, ax=None,
+                  label: str | None = None):
+    """A learning-rate schedule ``lr(t)`` (t in epochs) sampled once per optimizer step."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    n = int(round(epochs * steps_per_epoch))
+    t = [(i + 1) / steps_per_epoch for i in range(n)]
+    ax.plot(t, [lr(s) for s in t], label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_xlim(0, epochs)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_history(history: Sequence[dict], axes=None, label: str = "", style: str = "-"):
+    """Loss, accuracy and learning rate per epoch from a trainer's history (a list of dicts).
+
+    Each record needs ``epoch``, ``train_loss``, ``test_loss``, ``train_accuracy``,
+    ``test_accuracy`` and ``lr`` (the keys :class:`convmixer.train.Trainer` writes).  Train
+    numbers are averages over the epoch's augmented batches while the weights still moved;
+    test numbers are measured once, after the epoch.  Pass ``axes`` (three of them) to draw
+    several runs into the same figure.
+    """
+    fig, axes = _figure(axes, 1, 3, (13, 3.4))
+    axes = list(axes.flat)
+    epochs = [r["epoch"] for r in history]
+    prefix = f"{label} " if label else ""
+    for key, ax in (("loss", axes[0]), ("accuracy", axes[1])):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], style, marker="o", ms=3, label=f"{prefix}train")
+        ax.plot(epochs, [r[f"test_{key}"] for r in history], style, marker="o", ms=3, label=f"{prefix}test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("cross-entropy")
+    axes[1].set_title("accuracy")
+    axes[2].plot(epochs, [r["lr"] for r in history], style, marker="o", ms=3, label=label or None)
+    axes[2].set_title("learning rate at the end of the epoch")
+    axes[2].set_xlabel("epoch")
+    axes[2].grid(alpha=0.3)
+    for ax in axes:
+        ax.set_xlim(0, max(epochs) + 0.5)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------- learned weights
+
+def _mosaic(tiles: torch.Tensor, ncols: int, pad: int, fill: float) -> torch.Tensor:
+    """(N, C, h, w) tiles -> one (C, rows*(h+pad)-pad, ncols*(w+pad)-pad) image, gaps = fill."""
+    n, c, h, w = tiles.shape
+    nrows = math.ceil(n / ncols)
+    out = torch.full((c, nrows * (h + pad) - pad, ncols * (w + pad) - pad), fill, dtype=torch.float32)
+    for i in range(n):
+        r, q = divmod(i, ncols)
+        out[:, r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = tiles[i]
+    return out
+
+
+def filter_tiles(weight: torch.Tensor, ncols: int = 16, pad: int = 1) -> torch.Tensor:
+    """Patch-embedding filters (h, 3, p, p) as one RGB mosaic (3, H, W) in [0, 1].
+
+    Each filter is min-max scaled on its own (all three channels together), so its colours
+    show which colour contrasts the filter responds to; the gaps are white.
+    """
+    w = weight.detach().float().cpu()
+    if w.ndim != 4 or w.shape[1] != 3:
+        raise ValueError(f"expected RGB filters (h, 3, p, p), got shape {tuple(w.shape)}")
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    return _mosaic((w - lo) / (hi - lo).clamp_min(1e-12), ncols, pad, fill=1.0)
+
+
+def plot_filters(weight: torch.Tensor, ax=None, title: str = "", ncols: int = 16):
+    """Draw :func:`filter_tiles` of a patch embedding's weight (h, 3, p, p)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(filter_tiles(weight, ncols).permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    return ax.figure
+
+
+def kernel_mosaic(weight: torch.Tensor, n: int = 64, ncols: int = 8, pad: int = 1) -> torch.Tensor:
+    """The first ``n`` depthwise kernels (h, 1, k, k) as one (H, W) mosaic in [-1, 1], gaps NaN.
+
+    Each kernel is divided by its own largest |weight|, so sign and shape are comparable
+    across kernels whatever their scale (the scale is what :func:`kernel_stats` measures).
+    """
+    w = weight.detach().float().cpu()[:n]
+    if w.ndim != 4 or w.shape[1] != 1:
+        raise ValueError(f"expected depthwise kernels (h, 1, k, k), got shape {tuple(w.shape)}")
+    w = w / w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    return _mosaic(w, ncols, pad, fill=float("nan"))[0]
+
+
+def _depthwise_weights(model: nn.Module) -> list[torch.Tensor]:
+    return [layer.spatial.conv.weight for layer in model.layers]
+
+
+def plot_depthwise_kernels(model: nn.Module, n: int = 64, ncols: int = 8, per_row: int = 4, size: float = 2.6,
+                           title: str = ""):
+    """The first ``n`` depthwise kernels of every ConvMixer layer, one panel per layer.
+
+    Red is positive, blue negative, white zero, each kernel scaled by its largest |weight|.
+    """
+    plt = _plt()
+    weights = _depthwise_weights(model)
+    nrows = math.ceil(len(weights) / per_row)
+    fig, axes = plt.subplots(nrows, per_row, figsize=(per_row * size, nrows * size + 0.4), squeeze=False)
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("white")
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < len(weights):
+            ax.imshow(kernel_mosaic(weights[i], n, ncols).numpy(), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+            ax.set_title(f"layer {i + 1}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_stats(weight: torch.Tensor) -> dict[str, float]:
+    """How large and how spread out a layer's depthwise kernels (h, 1, k, k) are.
+
+    norm    mean over kernels of the Frobenius norm ||w||_2;
+    radius  mean over kernels of sqrt(sum_ij w_ij^2 r_ij^2 / sum_ij w_ij^2), the
+            energy-weighted distance from the kernel centre, in token steps (r_ij is the
+            distance of tap (i, j) from the centre);
+    centre  mean share of each kernel's energy sum w^2 on its central 3 x 3 taps.
+    For i.i.d. random weights (a fresh model) they depend only on k: for k = 5 the mean
+    squared distance of a tap is 4, so radius is about 2, and centre about 9/25 = 0.36.
+    Training moves them away from these values: down when kernels concentrate on the
+    nearest tokens, up when they reach out to the far taps.
+    """
+    w = weight.detach().float().cpu().flatten(1)  # (h, k*k)
+    k = int(round(math.sqrt(w.shape[1])))
+    c = (k - 1) / 2
+    ii, jj = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    r2 = ((ii - c) ** 2 + (jj - c) ** 2).float().flatten()
+    centre = (((ii - c).abs() <= 1) & ((jj - c).abs() <= 1)).float().flatten()
+    energy = w.pow(2)
+    total = energy.sum(1).clamp_min(1e-30)
+    return {
+        "norm": float(total.sqrt().mean()),
+        "radius": float(((energy * r2).sum(1) / total).sqrt().mean()),
+        "centre": float(((energy * centre).sum(1) / total).mean()),
+    }
+
+
+# -------------------------------------------------------------------------- activations
+
+@torch.no_grad()
+def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The token grid after the patch embedding and after every layer, for a batch ``x``."""
+    model.check_input(x)
+    z = model.patch_embed(x)
+    out = [("patch embedding", z)]
+    for i, layer in enumerate(model.layers):
+        z = layer(z)
+        out.append((f"layer {i + 1}", z))
+    return out
+
+
+def plot_feature_maps(stages: Sequence[tuple[str, torch.Tensor]], channels: Sequence[int], image: torch.Tensor | None = None,
+                      size: float = 1.15):
+    """Rows = stages (name, (h, H, W) for one image), columns = the chosen channels.
+
+    Each map has its own colour scale (dark = low, bright = high); the first column holds
+    the input image (if given) and then the mean over channels of |z| at each token.
+    """
+    plt = _plt()
+    extra = 1 + (image is not None)
+    ncols = len(channels) + extra
+    fig, axes = plt.subplots(len(stages), ncols, figsize=(1.6 + ncols * size, len(stages) * size), squeeze=False,
+                             gridspec_kw=dict(wspace=0.06, hspace=0.08))
+    for r, (name, z) in enumerate(stages):
+        z = z.detach().float().cpu()
+        panels = ([to_numpy_image(image)] if image is not None else []) + [z.abs().mean(0).numpy()]
+        panels += [z[c].numpy() for c in channels]
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if image is not None and c == 0 and r > 0:
+                ax.axis("off")
+                continue
+            ax.imshow(panels[c], cmap=None if panels[c].ndim == 3 else "magma", interpolation="nearest")
+        axes[r, 0 if image is None else 1].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        if r == 0:
+            heads = (["input"] if image is not None else []) + ["mean |z|"] + [f"ch {c}" for c in channels]
+            for ax, head in zip(axes[0], heads):
+                ax.set_title(head, fontsize=8)
+    if image is not None:
+        axes[0, 0].set_ylabel("")
+    return fig
+
+
+# ------------------------------------------------------------------------------- errors
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, n_classes: int = 10) -> torch.Tensor:
+    """Counts (n, n): row = true class, column = predicted class."""
+    index = labels.long().cpu() * n_classes + predictions.long().cpu()
+    return torch.bincount(index, minlength=n_classes * n_classes).view(n_classes, n_classes)
+
+
+def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], ax=None, title: str = ""):
+    """A confusion matrix as counts; the colour is the row share (recall per true class)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 5.6))
+    share = (cm.float() / cm.sum(1, keepdim=True).clamp_min(1)).numpy()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    n = len(classes)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_class_accuracy(cm: torch.Tensor, classes: Sequence[str], ax=None):
+    """Accuracy per true class (the diagonal of the row-normalised confusion matrix)."""
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3))
+    acc = (cm.diag().float() / cm.sum(1).clamp_min(1)).numpy()
+    overall = float(cm.diag().sum()) / max(int(cm.sum()), 1)
+    bars = ax.bar(range(len(classes)), acc, color="tab:blue")
+    ax.axhline(overall, color="black", lw=1, ls="--", label=f"overall {overall:.3f}")
+    for bar, a in zip(bars, acc):
+        ax.text(bar.get_x() + bar.get_width() / 2, a + 0.01, f"{a:.2f}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax.figure
+
+
+def most_confident_mistakes(logits: torch.Tensor, labels: torch.Tensor, k: int = 16):
+    """The k misclassified examples with the highest predicted probability.
+
+    Returns (indices, predicted classes, their probabilities), most confident first.
+    """
+    prob = logits.float().softmax(1)
+    confidence, predicted = prob.max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True, stable=True)[:k]
+    idx = wrong[order]
+    return idx, predicted[idx], confidence[idx]
+
+
+def plot_mistakes(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, predicted: torch.Tensor,
+                  confidence: torch.Tensor, classes: Sequence[str], ncols: int = 8, size: float = 1.5):
+    """Images titled "predicted (probability)" over "true: class"."""
+    titles = [f"{classes[int(p)]} ({float(c):.2f})\ntrue: {classes[int(labels[i])]}"
+              for i, p, c in zip(indices, predicted, confidence)]
+    return plot_images(images[indices], titles, ncols=ncols, size=size, title_size=7)

@@ -1,0 +1,137 @@
+"""The official ImageNet ConvMixer weights in the library's model.
+
+Two public layouts exist, and both map one-to-one onto :class:`convmixer.ConvMixer`:
+
+* the paper's release (locuslab/convmixer README, ``convmixer_1536_20_ks9_p7.pth.tar`` etc.):
+  the compact ``nn.Sequential``, so parameters are named by position --
+  ``0`` patch conv, ``2`` its BatchNorm, ``3+i`` layer i (``.0.fn.0`` depthwise conv,
+  ``.0.fn.2`` its BatchNorm, ``.1`` pointwise conv, ``.3`` its BatchNorm), ``d+5`` the linear head;
+* timm's ``convmixer_1536_20``, ``convmixer_768_32``, ``convmixer_1024_20_ks9_p14``:
+  the same modules grouped as ``stem.*``, ``blocks.i.*`` and ``head``.
+
+The library names them by meaning: ``patch_embed.proj``, ``patch_embed.norm``,
+``layers.i.spatial.conv``, ``layers.i.spatial.norm``, ``layers.i.channel.conv``,
+``layers.i.channel.norm``, ``head``.  The mapping below is the whole story; the
+architecture (h, d, k, p, classes) is read off the tensor shapes, and only the activation
+(ReLU for 768/32, GELU otherwise) has to be said.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+
+import torch
+
+from .model import ConvMixer
+
+# Library name  <-  per-layer suffix in each layout ({i} is the layer index).
+_LAYER = {
+    "spatial.conv": {"timm": "blocks.{i}.0.fn.0", "official": "{j}.0.fn.0"},
+    "spatial.norm": {"timm": "blocks.{i}.0.fn.2", "official": "{j}.0.fn.2"},
+    "channel.conv": {"timm": "blocks.{i}.1", "official": "{j}.1"},
+    "channel.norm": {"timm": "blocks.{i}.3", "official": "{j}.3"},
+}
+_STEM = {
+    "patch_embed.proj": {"timm": "stem.0", "official": "0"},
+    "patch_embed.norm": {"timm": "stem.2", "official": "2"},
+}
+
+# Where a reader with internet gets the weights (the paper's README; timm's hub names).
+OFFICIAL_RELEASE = {
+    "convmixer_1536_20": "https://github.com/tmp-iclr/convmixer/releases/download/v1.0/convmixer_1536_20_ks9_p7.pth.tar",
+    "convmixer_768_32": "https://github.com/tmp-iclr/convmixer/releases/download/v1.0/convmixer_768_32_ks7_p7_relu.pth.tar",
+    "convmixer_1024_20_ks9_p14": "https://github.com/tmp-iclr/convmixer/releases/download/v1.0/convmixer_1024_20_ks9_p14.pth.tar",
+}
+ACTIVATION = {"convmixer_768_32": "relu"}
+
+
+def detect_layout(state_dict: dict) -> str:
+    """"timm", "official" or "convmixer" (this library), from the parameter names."""
+    keys = set(state_dict)
+    if "stem.0.weight" in keys:
+        return "timm"
+    if "0.weight" in keys and "2.running_mean" in keys:
+        return "official"
+    if "patch_embed.proj.weight" in keys:
+        return "convmixer"
+    raise ValueError("unrecognised ConvMixer state dict: expected timm names (stem.0.weight), the official "
+                     f"nn.Sequential's (0.weight) or this library's (patch_embed.proj.weight); got e.g. {sorted(keys)[:4]}")
+
+
+def _strip(state_dict: dict) -> dict:
+    """Unwrap {"state_dict": ...} and drop the "module." prefix nn.DataParallel/DDP add."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    return {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
+
+
+def depth_of(state_dict: dict, layout: str) -> int:
+    if layout == "timm":
+        return 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("blocks."))
+    if layout == "official":
+        return sum(1 for k in state_dict if re.fullmatch(r"\d+\.1\.weight", k))
+    return 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("layers."))
+
+
+def to_library_names(state_dict: dict) -> dict:
+    """Rename a timm or official state dict to this library's parameter names (tensors shared, not copied)."""
+    state_dict = _strip(state_dict)
+    layout = detect_layout(state_dict)
+    if layout == "convmixer":
+        return dict(state_dict)
+    d = depth_of(state_dict, layout)
+    renames = {new: old[layout] for new, old in _STEM.items()}
+    for i in range(d):
+        for new, old in _LAYER.items():
+            renames[f"layers.{i}.{new}"] = old[layout].format(i=i, j=3 + i)
+    renames["head"] = "head" if layout == "timm" else str(d + 5)
+    out, used = {}, set()
+    for new, old in renames.items():
+        for k, v in state_dict.items():
+            if k.startswith(old + "."):
+                out[new + k[len(old):]] = v
+                used.add(k)
+    unused = sorted(set(state_dict) - used)
+    if unused:
+        raise ValueError(f"{len(unused)} parameters have no place in a ConvMixer: {unused[:5]}")
+    return out
+
+
+def config_from_state_dict(state_dict: dict, activation: str = "gelu") -> dict:
+    """ConvMixer arguments read off the shapes: h, C, p from the patch conv, k from a depthwise kernel."""
+    sd = to_library_names(state_dict)
+    h, c, p, _ = sd["patch_embed.proj.weight"].shape
+    return dict(dim=h, depth=depth_of(sd, "convmixer"), kernel_size=sd["layers.0.spatial.conv.weight"].shape[-1],
+                patch_size=p, n_classes=sd["head.weight"].shape[0], in_channels=c, activation=activation)
+
+
+def load_pretrained(source: str | os.PathLike | dict, activation: str = "gelu") -> ConvMixer:
+    """A ConvMixer with the weights of a timm or official checkpoint (a file or a state dict).
+
+    Files are read with ``torch.load(weights_only=True)``; ``argparse.Namespace`` (the training
+    arguments timm stores beside the weights) is the one extra type allowed.  Use
+    ``activation="relu"`` for ConvMixer-768/32.
+    """
+    if not isinstance(source, dict):
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            source = torch.load(source, map_location="cpu", weights_only=True)
+    sd = to_library_names(source)
+    model = ConvMixer(**config_from_state_dict(sd, activation))
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def from_timm(name: str) -> ConvMixer:
+    """Download timm's pretrained ``name`` (needs internet and ``pip install timm``) into the library's model."""
+    import timm
+
+    return load_pretrained(timm.create_model(name, pretrained=True).state_dict(), ACTIVATION.get(name, "gelu"))
+
+
+def from_official_release(name: str, cache_dir: str | os.PathLike | None = None) -> ConvMixer:
+    """Download the paper's released checkpoint for preset ``name`` (needs internet)."""
+    url = OFFICIAL_RELEASE[name]
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        state = torch.hub.load_state_dict_from_url(url, model_dir=cache_dir, map_location="cpu", weights_only=True)
+    return load_pretrained(state, ACTIVATION.get(name, "gelu"))
