@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,19 +21,54 @@ FORMAT = "convmixer-checkpoint-v1"
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it to ``path``.
+
+    Readers see either the old file or the complete new one, never a mix: a crash, a full disk
+    or Ctrl-C during ``write`` leaves ``path`` as it was and removes the temporary file.  The new
+    file keeps the old one's permissions (a new file gets the usual ones for the umask, not the
+    owner-only mode of a temporary file), and the folder is synced so the rename survives a
+    power cut.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.is_file() else _DEFAULT_MODE
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _umask_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0o644 under the usual 022)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_DEFAULT_MODE = _umask_mode()
+
+
+def _fsync_folder(folder: Path) -> None:
+    if not hasattr(os, "O_DIRECTORY"):  # Windows: renames are not synced through a folder handle
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
@@ -48,21 +84,62 @@ class CheckpointError(ValueError):
     """A file that is not a usable ConvMixer checkpoint."""
 
 
+REQUIRED = ("model_config", "model")
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation",
+                      "Re-running", "In PyTorch")
+
+
+def _load_error(path: Path, e: Exception) -> CheckpointError:
+    """A message for a file ``torch.load(weights_only=True)`` refused, saying what it is and what to do."""
+    text = str(e)
+    if "GLOBAL" in text:  # a pickled object whose loading would call code: refused, not run
+        culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
+        return CheckpointError(
+            f"{path} holds pickled Python objects, not just tensors and plain data ({culprit}); they were "
+            f"refused without being run, because loading them could execute arbitrary code. "
+            f"Pass a checkpoint written by convmixer.train (OUT_DIR/last.pt)")
+    if path.stat().st_size == 0:
+        detail = "the file is empty (0 bytes)"
+    else:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        useful = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+        detail = f"{type(e).__name__}: {(useful or lines or ['no details'])[0]}"
+    return CheckpointError(
+        f"{path} is not a ConvMixer checkpoint: it is damaged, truncated, or another kind of file ({detail}). "
+        f"Pass a checkpoint written by convmixer.train (OUT_DIR/last.pt)")
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`, refusing pickled code."""
+    """Read a checkpoint written by ``convmixer.train``, refusing pickled code.
+
+    Every failure is a :class:`CheckpointError` (or ``FileNotFoundError``) whose message says
+    what the file is and what to pass instead; the file itself is never modified.
+    """
     path = Path(path)
+    if path.is_dir():
+        hint = f"; did you mean {path / 'last.pt'}?" if (path / "last.pt").is_file() else ""
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise FileNotFoundError(f"no checkpoint at {path}; check the path (a run writes OUT_DIR/last.pt), "
+                                f"or train one with python -m convmixer.train")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(
-            f"{path} is not a ConvMixer checkpoint that can be loaded safely ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); pass a file written by convmixer.train"
-        ) from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT or "model" not in ckpt:
-        raise CheckpointError(f"{path} is not a ConvMixer checkpoint (no '{FORMAT}' marker); "
-                              f"pass a file written by convmixer.train")
+        raise _load_error(path, e) from e
+    what = f"{path} is not a ConvMixer checkpoint"
+    fix = "Pass a checkpoint written by convmixer.train (OUT_DIR/last.pt)"
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{what}: it holds a {type(ckpt).__name__}, not a dict. {fix}")
+    if "format" not in ckpt:
+        raise CheckpointError(f"{what}: it has no 'format': {FORMAT!r} entry. {fix}")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(f"{what} this version can read: its format is {ckpt['format']!r}, "
+                              f"expected {FORMAT!r}. {fix}, or use the convmixer version that wrote it")
+    missing = [k for k in REQUIRED if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise CheckpointError(f"{what}: it lacks {', '.join(missing)}. {fix}")
     return ckpt
 
 
@@ -79,5 +156,5 @@ def check_architecture(ckpt: dict, model_config: dict, path: str | os.PathLike =
     if diffs:
         raise CheckpointError(
             f"{path} holds a different architecture: " + "; ".join(diffs)
-            + ". Build the model from the checkpoint's config (convmixer.load_model) or point to a matching checkpoint."
+            + ". Build the model from the checkpoint's config (convmixer.train.load_model) or point to a matching checkpoint."
         )

@@ -8,6 +8,9 @@ Where the data comes from, in order:
    ``shared/data``); else torchvision's ``cifar-10-batches-py``; else, if ``download`` is
    true, torchvision's own download (what a Colab reader gets).
 
+A cache that cannot be read is rebuilt from the source (with a warning); a data folder that
+cannot be written still works, without a cache.
+
 Images are decoded once and cached as one (N, 3, 32, 32) uint8 tensor per split: 150 MB
 for the training set, small enough to keep on a GPU, where whole batches are
 indexed and augmented with tensor ops instead of one PIL image at a time.
@@ -15,6 +18,7 @@ indexed and augmented with tensor ops instead of one PIL image at a time.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,38 +35,72 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: the argument, else $CONVMIXER_DATA, else ./data."""
-    return Path(root if root is not None else os.environ.get("CONVMIXER_DATA", "data")).expanduser()
+    """The data folder: the argument, else $CONVMIXER_DATA (when set and not empty), else ./data."""
+    return Path(root if root is not None else (os.environ.get("CONVMIXER_DATA") or "data")).expanduser()
+
+
+REEXTRACT = "extract the data set again (e.g. tar -xzf cifar10-jpeg.tar.gz)"
+MAX_LISTED = 10  # bad files named in one error message
 
 
 def _read_image_folder(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode ``folder/<class>/*`` into uint8 (N, 3, 32, 32) images and int64 labels."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode ``folder/<class>/*`` into uint8 (N, 3, 32, 32) images and int64 labels.
+
+    Every file is decoded in full (``im.load()``) with PIL's tolerance for truncated files
+    switched off, so a truncated JPEG is an error rather than an image with a grey bottom half;
+    all unusable files are reported together, by path, before anything is cached.
+    """
+    from PIL import Image, ImageFile
     import numpy as np
 
-    present = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    entries = list(folder.iterdir())
+    present = sorted(p.name for p in entries if p.is_dir())
+    expected = ", ".join(CLASSES)
+    if not present:
+        state = "is empty" if not entries else "holds no class folders"
+        raise FileNotFoundError(
+            f"{folder} {state}; expected one folder per CIFAR-10 class ({expected}) holding that class's "
+            f"32x32 images. Fix: {REEXTRACT}, or point root=... / CONVMIXER_DATA at a complete copy"
+        )
     missing = [c for c in CLASSES if c not in present]
     if missing:
         raise FileNotFoundError(
-            f"{folder} is missing the class folder(s) {', '.join(missing)}; expected one folder per "
-            f"CIFAR-10 class: {', '.join(CLASSES)}"
+            f"{folder} is missing the class folder(s) {', '.join(missing)} (it holds: {', '.join(present)}); "
+            f"expected one folder per CIFAR-10 class, named exactly: {expected}. "
+            f"Fix: add or rename the missing folders, or {REEXTRACT}"
         )
-    images, labels = [], []
-    for label, name in enumerate(CLASSES):
-        files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(f"{folder / name} holds no images (.jpg, .jpeg, .png or .bmp)")
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("RGB")
-                    if im.size != (32, 32):
-                        raise ValueError(f"{f} is {im.size[0]}x{im.size[1]}, expected a 32x32 CIFAR-10 image")
-                    images.append(np.asarray(im, dtype=np.uint8))
-            except (OSError, UnidentifiedImageError) as e:
-                raise ValueError(f"cannot decode {f} ({e}); the file is truncated or not an image: "
-                                 f"replace it or extract the data set again") from e
-            labels.append(label)
+    images, labels, problems = [], [], []
+    strict = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # a global some libraries switch on; a cut file must fail here
+    try:
+        for label, name in enumerate(CLASSES):
+            files = sorted(f for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(
+                    f"{folder / name} (class {name!r}) holds no images (.jpg, .jpeg, .png or .bmp). "
+                    f"Fix: put that class's 32x32 images there, or {REEXTRACT}"
+                )
+            for f in files:
+                try:
+                    with Image.open(f) as im:
+                        im.load()  # decode now: open() only reads the header
+                        if im.size != (32, 32):
+                            problems.append(f"{f} is {im.size[0]}x{im.size[1]} pixels, not 32x32 (resize it)")
+                            continue
+                        images.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+                        labels.append(label)
+                except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
+                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    problems.append(f"{f} cannot be decoded: truncated or not an image ({reason})")
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = strict
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED])
+        more = f"; and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise ValueError(
+            f"{len(problems)} image file(s) under {folder} cannot be used: {listed}{more}. "
+            f"Fix: replace or delete these files, or {REEXTRACT}; nothing was cached"
+        )
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return x, torch.tensor(labels, dtype=torch.int64)
 
@@ -75,35 +113,72 @@ def _read_torchvision(root: Path, train: bool, download: bool) -> tuple[torch.Te
     return x, torch.tensor(ds.targets, dtype=torch.int64)
 
 
+def _read_cache(cache_file: Path) -> tuple[torch.Tensor, torch.Tensor] | str:
+    """The cached (images, labels), or why the file cannot be used (it is then rebuilt)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            blob = torch.load(cache_file, weights_only=True)  # never runs pickled code
+    except Exception as e:
+        text = str(e).strip()
+        return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+    if not isinstance(blob, dict) or not all(isinstance(blob.get(k), torch.Tensor) for k in ("images", "labels")):
+        return "it does not hold an 'images' and a 'labels' tensor"
+    x, y = blob["images"], blob["labels"]
+    if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32):
+        return f"its images are {x.dtype} {tuple(x.shape)}, not uint8 (N, 3, 32, 32)"
+    if y.dtype != torch.int64 or tuple(y.shape) != (len(x),):
+        return f"its labels are {y.dtype} {tuple(y.shape)}, not int64 ({len(x)},)"
+    if len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(CLASSES):
+        return f"its labels are not all in 0..{len(CLASSES) - 1}"
+    return x, y
+
+
 def load_cifar10(split: str = "train", root: str | os.PathLike | None = None, download: bool = True,
                  cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10 ``split`` ("train" or "test") as (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
+    """CIFAR-10 ``split`` ("train" or "test") as (uint8 images (N, 3, 32, 32), int64 labels (N,)).
+
+    A cache file that cannot be read (a crash elsewhere, a bad copy) is rebuilt from the source
+    with a warning; a folder that cannot be written (read-only) still loads, without a cache.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     root = data_root(root)
     cache_file = root / f"cifar10-{split}-uint8.pt"
+    damaged = None
     if cache_file.is_file():
-        blob = torch.load(cache_file, weights_only=True)
-        return blob["images"], blob["labels"]
-    folder = root / split
-    looked = [str(cache_file), str(folder)]
+        got = _read_cache(cache_file)
+        if not isinstance(got, str):
+            return got
+        damaged = got
+    folder, batches = root / split, root / "cifar-10-batches-py"
+    looked = [f"{cache_file} (unreadable: {damaged})" if damaged else str(cache_file), str(folder)]
     if folder.is_dir():
-        x, y = _read_image_folder(folder)
-    elif (root / "cifar-10-batches-py").is_dir():
-        x, y = _read_torchvision(root, split == "train", download=False)
+        source, read = str(folder), lambda: _read_image_folder(folder)
+    elif batches.is_dir():
+        source, read = str(batches), lambda: _read_torchvision(root, split == "train", download=False)
     else:
-        looked.append(str(root / "cifar-10-batches-py"))
+        looked.append(str(batches))
+        absent = f"the folder {root} does not exist; " if not root.exists() else ""
         if not download:
-            raise FileNotFoundError(_not_found(looked, "download=False"))
-        try:
-            x, y = _read_torchvision(root, split == "train", download=True)
-        except Exception as e:  # no network, a proxy, a full disk: say what to do instead
-            raise FileNotFoundError(_not_found(looked, f"the download failed: {e}")) from e
+            raise FileNotFoundError(_not_found(looked, absent + "download=False"))
+        source = "a fresh download"
+
+        def read():
+            try:
+                return _read_torchvision(root, split == "train", download=True)
+            except Exception as e:  # no network, a proxy, a full disk: say what to do instead
+                raise FileNotFoundError(_not_found(looked, f"{absent}the download failed: {e}")) from e
+    if damaged:
+        warnings.warn(f"the data cache {cache_file} cannot be used ({damaged}); rebuilding it from {source}",
+                      stacklevel=2)
+    x, y = read()
     if cache:
         try:
             atomic_save({"images": x, "labels": y}, cache_file)
-        except OSError:
-            pass  # a read-only data folder still works, just without the cache
+        except OSError as e:  # a read-only data folder still works, just without the cache
+            warnings.warn(f"cannot write the data cache {cache_file} ({e.strerror or e}); the data loaded "
+                          f"fine but will be decoded again next time", stacklevel=2)
     return x, y
 
 

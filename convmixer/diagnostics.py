@@ -82,7 +82,7 @@ def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor
         "activation_rms": [float(z.pow(2).mean().sqrt()) for z in outputs],
         "grad_norm": [float(g.norm()) for g in grads],
         "weight_grad_norm": weight_grad_norm,
-        "loss": [float(loss)],
+        "loss": [float(loss.detach())],
     }
 
 

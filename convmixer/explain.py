@@ -1,17 +1,22 @@
 """Small helpers the book's concept chapters use to *explain* ConvMixer, not to train it.
 
-Chapter 1 (patch embedding):
+Chapter 1 (patch embedding)::
+
     patchify            cut images into flattened p x p patches, in the order of ``Conv2d``'s weights
     patch_mosaic        an image with gaps between its patches, for figures
     measured_macs       multiply-accumulates counted by PyTorch while a module runs (closed form:
                         ``convmixer.reference.multiply_accumulates``)
     patch_size_rows     tokens, parameters and MACs of one ConvMixer for several patch sizes
-Chapter 2 (spatial mixing):
+
+Chapter 2 (spatial mixing)::
+
     receptive_field     pixels seen by one token after d layers: p (1 + d (k - 1))
     gradient_extent     the same, measured from the gradient of one output token
     layers_to_global    how many layers until every token sees the whole image
     mixing_costs        parameters and FLOPs of a depthwise conv, self-attention, a token-mixing MLP
-Both:
+
+Both::
+
     format_table        a fixed-width text table (stable output for nbval)
     live_widgets        whether a person is at a live frontend that can use ipywidgets
     show_explorer       display an explorer when live, else print where to find it
@@ -117,7 +122,7 @@ def receptive_field(kernel_size: int, patch_size: int, depth: int) -> int:
 
 def gradient_map(model: ConvMixer, image_size: int, token: tuple[int, int] | None = None,
                  seed: int = 0) -> torch.Tensor:
-    """|d (sum of channels of one output token) / d input|, summed over colour channels: (H, W) float64.
+    """Absolute gradient of one output token (its channels summed) w.r.t. the input, summed over colour: (H, W) float64.
 
     The model is put in eval mode (BatchNorm with running statistics: in training mode the batch
     mean and variance would connect every pixel to every output) and run in float64 on one
@@ -178,14 +183,16 @@ def layers_to_global(kernel_size: int, patch_size: int, image_size: int) -> int:
 # --------------------------------------------------------------------------- token-mixing costs
 
 def mixing_costs(n_tokens: int, dim: int, kernel_size: int, mlp_hidden: int | None = None) -> dict[str, int]:
-    """Parameters and FLOPs (batch of one) of one token-mixing layer of each kind.
+    """Parameters and FLOPs (batch of one) of one token-mixing layer of each kind::
 
-    depthwise conv      params h k^2 + h             FLOPs 2 N h k^2
-    self-attention      params 4 h^2 + 4 h           FLOPs 2 (4 N h^2 + 2 N^2 h)
-        (Q, K, V and output projections, then the N x N scores and their weighted sum)
-    token-mixing MLP    params 2 N D_S + N + D_S     FLOPs 2 (2 N D_S h)
-        (MLP-Mixer: Linear N -> D_S -> N applied to each of the h channels; D_S = h / 2 by default,
-        the ratio of every configuration in the MLP-Mixer paper)
+        depthwise conv      params h k^2 + h             FLOPs 2 N h k^2
+        self-attention      params 4 h^2 + 4 h           FLOPs 2 (4 N h^2 + 2 N^2 h)
+        token-mixing MLP    params 2 N D_S + N + D_S     FLOPs 2 (2 N D_S h)
+
+    Self-attention: the Q, K, V and output projections, then the N x N scores and their weighted
+    sum (the number of heads does not change the totals).  Token-mixing MLP (MLP-Mixer):
+    Linear N -> D_S -> N applied to each of the h channels; ``mlp_hidden`` D_S defaults to h / 2,
+    the ratio of every configuration in the MLP-Mixer paper.
     """
     n, h, k = n_tokens, dim, kernel_size
     ds = mlp_hidden if mlp_hidden is not None else h // 2
@@ -350,7 +357,7 @@ def patch_explorer(images: torch.Tensor, titles: Sequence[str], dim: int = 256, 
 
 def plot_receptive_fields(kernel_sizes: Sequence[int] = (3, 5, 9), depths: Sequence[int] = (1, 2, 4, 8),
                           patch_size: int = 2, image_size: int = 136, dim: int = 8, width: float = 9.5, seed: int = 0):
-    """Figure: log |gradient| of the centre token w.r.t. the input, per kernel size (row) and depth (column).
+    """Figure: log10 of the absolute gradient of the centre token w.r.t. the input, per kernel size (row) and depth (column).
 
     The dashed square is the formula p (1 + d (k - 1)); the colour shows the gradient inside it.
     """
@@ -377,7 +384,7 @@ def plot_receptive_fields(kernel_sizes: Sequence[int] = (3, 5, 9), depths: Seque
 
 
 def _draw_gradient(ax, grad: torch.Tensor, k: int, p: int, d: int):
-    """log10 of |gradient| / its maximum, eight decades, exact zeros in grey; the formula's square dashed."""
+    """log10 of the absolute gradient over its maximum, eight decades, exact zeros in grey; the formula's square dashed."""
     import matplotlib.patches as mpatches
 
     size = grad.shape[-1]

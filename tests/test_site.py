@@ -415,6 +415,7 @@ const done = arguments[arguments.length - 1];
     unrendered: [...document.querySelectorAll('span.math, div.math')].filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 80)).slice(0, 5),
     mathErrors: [...new Set([...document.querySelectorAll('mjx-merror')].map(e => e.getAttribute('data-mjx-error') || e.textContent))].slice(0, 5),
     brokenImages: [...document.images].filter(img => !(img.complete && img.naturalWidth > 0)).map(img => img.currentSrc || img.src),
+    shrunk: [...document.querySelectorAll('article img')].filter(img => img.naturalWidth > 2.5 * img.getBoundingClientRect().width && img.getBoundingClientRect().width > 0).map(img => `${img.src.split('/').pop()}: ${img.naturalWidth} px shown at ${Math.round(img.getBoundingClientRect().width)} px`),
     images: document.images.length,
     nav: [...document.querySelectorAll('nav.bd-docs-nav a[href], .prev-next-area a[href]')].map(a => a.href),
   });
@@ -467,6 +468,9 @@ def test_page_in_browser(browser, doc):
     problems += [f"console error: {e['message']}" for e in console]
     problems += [f"request beyond localhost: {u}" for u in foreign]
     problems += [f"image did not load: {u}" for u in state["brokenImages"]]
+    # Figures sized for reading: in a 1280 px window the text column is about 680 px wide; a
+    # figure more than 2.5 times wider shrinks its labels below legibility (save it smaller).
+    problems += [f"figure shrunk too far to read: {m}" for m in state["shrunk"]]
     if state["hasMath"]:
         if not state["mathjax"]:
             problems.append("page has math but MathJax did not start")

@@ -1,0 +1,129 @@
+"""ImageNet-layout folders larger than memory, streamed through a standard ``DataLoader``.
+
+CIFAR-10 fits on the device (:class:`convmixer.data.BatchLoader`); ImageNet's 1.28 M JPEGs
+do not, so here worker processes decode and augment images one at a time, as in the paper's
+timm training.  The paper's ImageNet recipe (locuslab/convmixer README) used
+``--aa rand-m9-mstd0.5-inc1 --cutmix 0.5 --mixup 0.5 --reprob 0.25 --remode pixel`` on
+224 x 224 crops; with torchvision's transforms that is
+
+    RandomResizedCrop(224, bicubic) -> flip -> RandAugment(2, 9) -> normalise -> RandomErasing(0.25, noise)
+
+and, per batch, MixUp(alpha 0.5) or CutMix(alpha 0.5), chosen at random, which turns labels
+into class probabilities.  Evaluation resizes to 224 / 0.96 and takes the centre crop, as timm's
+``crop_pct=0.96`` for ConvMixer.  torchvision's RandAugment has no magnitude noise
+(``mstd0.5``) or "increasing" variants (``inc1``): a close, not identical, recipe.
+
+The folder holds ``train/<class>/*`` and ``val/<class>/*`` (the usual ImageNet layout).
+Under ``torchrun`` a ``DistributedSampler`` gives each process its own shard of every epoch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_FRACTION = 0.96
+
+
+def train_transform(image_size: int = 224, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
+                    scale_min: float = 0.08):
+    from torchvision.transforms import InterpolationMode, v2
+
+    steps = [v2.RandomResizedCrop(image_size, scale=(scale_min, 1.0), interpolation=InterpolationMode.BICUBIC,
+                                  antialias=True),
+             v2.RandomHorizontalFlip()]
+    if ra_n > 0:
+        steps.append(v2.RandAugment(num_ops=ra_n, magnitude=ra_m))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if erase_p > 0:
+        steps.append(v2.RandomErasing(p=erase_p, value="random"))  # timm's --remode pixel: per-pixel noise
+    return v2.Compose(steps)
+
+
+def eval_transform(image_size: int = 224):
+    from torchvision.transforms import InterpolationMode, v2
+
+    return v2.Compose([v2.Resize(int(image_size / CROP_FRACTION), interpolation=InterpolationMode.BICUBIC,
+                                 antialias=True),
+                       v2.CenterCrop(image_size), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def mix_collate(n_classes: int, mixup: float, cutmix: float):
+    """A collate function applying MixUp or CutMix (one of them, at random) to each batch."""
+    from torch.utils.data import default_collate
+    from torchvision.transforms import v2
+
+    mixers = ([v2.MixUp(alpha=mixup, num_classes=n_classes)] if mixup > 0 else []) + \
+             ([v2.CutMix(alpha=cutmix, num_classes=n_classes)] if cutmix > 0 else [])
+    if not mixers:
+        return default_collate
+    mix = v2.RandomChoice(mixers)
+    return lambda batch: mix(*default_collate(batch))
+
+
+def _folder(root: Path, split: str):
+    from torchvision.datasets import ImageFolder
+
+    folder = root / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no {split}/ folder in {root}: an ImageNet-layout data set holds "
+                                f"{root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG")
+    return folder
+
+
+class StreamingLoader:
+    """A ``DataLoader`` over an ImageFolder that moves batches to ``device``; one per split.
+
+    ``sharded`` tells the trainer the sampler already gives this process its own share.
+    """
+
+    sharded = True
+
+    def __init__(self, dataset, batch_size: int, *, train: bool, device, workers: int, seed: int,
+                 world: int = 1, rank: int = 0, collate_fn=None):
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        self.device = torch.device(device)
+        self.sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed, drop_last=train) \
+            if world > 1 else None
+        g = torch.Generator().manual_seed(seed)
+        self.loader = DataLoader(dataset, batch_size=batch_size // world, shuffle=train and self.sampler is None,
+                                 sampler=self.sampler, num_workers=workers, drop_last=train, generator=g,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                                 collate_fn=collate_fn)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def imagefolder_loaders(root: str | os.PathLike, batch_size: int, *, device, image_size: int = 224,
+                        workers: int = 8, seed: int = 0, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
+                        scale_min: float = 0.08, mixup: float = 0.0, cutmix: float = 0.0,
+                        world: int = 1, rank: int = 0):
+    """(train loader, validation loader, class names) for an ImageNet-layout folder."""
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    train_set = ImageFolder(str(_folder(root, "train")), transform=train_transform(image_size, ra_n, ra_m,
+                                                                                  erase_p, scale_min))
+    val_set = ImageFolder(str(_folder(root, "val")), transform=eval_transform(image_size))
+    if train_set.classes != val_set.classes:
+        raise ValueError(f"train/ and val/ in {root} hold different class folders")
+    collate = mix_collate(len(train_set.classes), mixup, cutmix)
+    train = StreamingLoader(train_set, batch_size, train=True, device=device, workers=workers, seed=seed,
+                            world=world, rank=rank, collate_fn=collate)
+    val = StreamingLoader(val_set, batch_size, train=False, device=device, workers=workers, seed=seed,
+                          world=world, rank=rank)
+    return train, val, train_set.classes
