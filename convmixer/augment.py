@@ -21,16 +21,16 @@ CROPS = ("none", "pad", "resized")
 
 @dataclass(frozen=True)
 class Augment:
-    """Which augmentations to apply, with the official script's names in comments.
+    """Which augmentations to apply, with the official script's flag names::
 
-    crop       "pad": pad by ``padding`` (reflect) and crop back at a random offset;
-               "resized": a random square crop of area fraction in [scale_min, 1], resized
-               back (RandomResizedCrop(scale=(scale_min, 1), ratio=(1, 1)), ``--scale``);
-               "none".
-    flip       horizontal flip with probability 1/2.
-    ra_n, ra_m RandAugment: ``ra_n`` random ops per image at magnitude ``ra_m`` of 30
-               (``--ra-n``, ``--ra-m``); ``ra_n = 0`` switches it off.
-    erase_p    random erasing probability (``--reprob``).
+        crop       "pad": pad by `padding` (reflect) and crop back at a random offset;
+                   "resized": a random square crop of area fraction in [scale_min, 1], resized
+                   back (RandomResizedCrop(scale=(scale_min, 1), ratio=(1, 1)), --scale);
+                   "none".
+        flip       horizontal flip with probability 1/2.
+        ra_n, ra_m RandAugment: ra_n random ops per image at magnitude ra_m of 30
+                   (--ra-n, --ra-m); ra_n = 0 switches it off.
+        erase_p    random erasing probability (--reprob).
     """
 
     crop: str = "none"
@@ -88,7 +88,7 @@ def batch_resized_crop(x: torch.Tensor, scale_min: float, g: torch.Generator) ->
     """RandomResizedCrop with a square window: area fraction s ~ U[scale_min, 1], resized back.
 
     In ``affine_grid``'s coordinates ([-1, 1] across the image) a window of side
-    sqrt(s) centred at (tx, ty) is the map u -> sqrt(s) u + t, with |t| <= 1 - sqrt(s).
+    sqrt(s) centred at (tx, ty) is the map ``u -> sqrt(s) u + t``, with ``|t| <= 1 - sqrt(s)``.
     """
     if scale_min >= 1:
         return x

@@ -1,13 +1,13 @@
 """ConvMixer: patch embedding, then depth x (spatial mixing, channel mixing).
 
-The paper's notation, used throughout the library and the book:
+The paper's notation, used throughout the library and the book::
 
     h  width (``dim``): channels of every token, constant through the network
     d  depth (``depth``): number of ConvMixer layers
     k  kernel size (``kernel_size``) of the depthwise (spatial-mixing) convolution
     p  patch size (``patch_size``): side of the square patches the image is cut into
 
-For an input of C x H x W the network computes
+For an input of C x H x W the network computes::
 
     z_0     = BN(sigma(Conv_{C->h}(x; kernel p, stride p)))            # h x H/p x W/p
     z'_l    = BN(sigma(DepthwiseConv_k(z_{l-1}))) + z_{l-1}             # spatial mixing
@@ -126,7 +126,8 @@ class ChannelMixing(nn.Module):
 class ConvMixerLayer(nn.Module):
     """One ConvMixer layer: spatial mixing, then channel mixing.
 
-    ``residual`` places the skip connection:
+    ``residual`` places the skip connection::
+
       "spatial"  z' = Spatial(z) + z;  out = Channel(z')          (the paper's)
       "both"     out = Channel(Spatial(z)) + z
       "none"     out = Channel(Spatial(z))
@@ -248,13 +249,14 @@ class ConvMixer(nn.Module):
 
 
 def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10, in_channels: int = 3) -> int:
-    """Parameters of ConvMixer-h/d, in closed form.
+    """Parameters of ConvMixer-h/d, in closed form::
 
-    patch embedding  C p^2 h + h (conv) + 2h (norm)
-    each layer       h k^2 + h (depthwise) + 2h + h^2 + h (pointwise) + 2h
-    head             h n + n
+        patch embedding  C p^2 h + h (conv) + 2h (norm)
+        each layer       h k^2 + h (depthwise) + 2h + h^2 + h (pointwise) + 2h
+        head             h n + n
 
-    total = h (C p^2 + 3) + d (h^2 + h k^2 + 6h) + n (h + 1).
+        total = h (C p^2 + 3) + d (h^2 + h k^2 + 6h) + n (h + 1).
+
     The h^2 term dominates: channel mixing holds most of the parameters.
     Both norms (BatchNorm and the channel LayerNorm) have 2h parameters.
     """

@@ -4,8 +4,8 @@ Every ``plot_*`` function draws into axes it is given (or a new figure) and retu
 so a notebook cell can end with ``plt.show()``.  Images are (N, 3, H, W) tensors, either uint8
 in [0, 255] or floats in [0, 1] (use :func:`convmixer.data.denormalize` on normalised ones).
 The few helpers that compute rather than draw (:func:`confusion_matrix`,
-:func:`most_confident_mistakes`, :func:`kernel_stats`, :func:`layer_outputs`) are here because
-the figures are their only use.
+:func:`most_confident_mistakes`, :func:`filter_stats`, :func:`kernel_stats`,
+:func:`layer_outputs`) are here because the figures are their only use.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from torch import nn
 
 __all__ = [
     "to_numpy_image", "plot_images", "plot_image_rows", "plot_schedule", "plot_history",
-    "filter_tiles", "plot_filters", "kernel_mosaic", "plot_depthwise_kernels", "kernel_stats",
+    "filter_tiles", "filter_stats", "plot_filters", "kernel_mosaic", "plot_depthwise_kernels", "kernel_stats",
     "layer_outputs", "plot_feature_maps", "confusion_matrix", "plot_confusion_matrix",
     "plot_class_accuracy", "most_confident_mistakes", "plot_mistakes",
 ]
@@ -127,6 +127,7 @@ def plot_history(history: Sequence[dict], axes=None, label: str = "", style: str
     axes[2].plot(epochs, [r["lr"] for r in history], style, marker="o", ms=3, label=label or None)
     axes[2].set_title("learning rate at the end of the epoch")
     axes[2].set_xlabel("epoch")
+    axes[2].set_ylim(bottom=0)
     axes[2].grid(alpha=0.3)
     for ax in axes:
         ax.set_xlim(0, max(epochs) + 0.5)
@@ -161,6 +162,23 @@ def filter_tiles(weight: torch.Tensor, ncols: int = 16, pad: int = 1) -> torch.T
     return _mosaic((w - lo) / (hi - lo).clamp_min(1e-12), ncols, pad, fill=1.0)
 
 
+def filter_stats(weight: torch.Tensor) -> dict[str, float]:
+    """Scale and colour content of patch-embedding filters (h, 3, p, p).
+
+    ``norm``
+        mean over filters of the Euclidean norm of the filter;
+    ``grey_share``
+        mean over filters of ``sum(w_grey**2) / sum(w**2)``, where ``w_grey`` repeats the
+        mean of the three colour channels at every pixel: the part of the filter that sees
+        only brightness.  The rest responds to colour differences.  For i.i.d. random
+        weights the expected share is 1/3.
+    """
+    w = weight.detach().float().cpu()
+    grey = w.mean(1, keepdim=True).expand_as(w)
+    energy = w.pow(2).sum((1, 2, 3)).clamp_min(1e-30)
+    return {"norm": float(energy.sqrt().mean()), "grey_share": float((grey.pow(2).sum((1, 2, 3)) / energy).mean())}
+
+
 def plot_filters(weight: torch.Tensor, ax=None, title: str = "", ncols: int = 16):
     """Draw :func:`filter_tiles` of a patch embedding's weight (h, 3, p, p)."""
     plt = _plt()
@@ -175,7 +193,7 @@ def plot_filters(weight: torch.Tensor, ax=None, title: str = "", ncols: int = 16
 def kernel_mosaic(weight: torch.Tensor, n: int = 64, ncols: int = 8, pad: int = 1) -> torch.Tensor:
     """The first ``n`` depthwise kernels (h, 1, k, k) as one (H, W) mosaic in [-1, 1], gaps NaN.
 
-    Each kernel is divided by its own largest |weight|, so sign and shape are comparable
+    Each kernel is divided by its own largest absolute weight, so sign and shape are comparable
     across kernels whatever their scale (the scale is what :func:`kernel_stats` measures).
     """
     w = weight.detach().float().cpu()[:n]
@@ -193,7 +211,7 @@ def plot_depthwise_kernels(model: nn.Module, n: int = 64, ncols: int = 8, per_ro
                            title: str = ""):
     """The first ``n`` depthwise kernels of every ConvMixer layer, one panel per layer.
 
-    Red is positive, blue negative, white zero, each kernel scaled by its largest |weight|.
+    Red is positive, blue negative, white zero, each kernel scaled by its largest absolute weight.
     """
     plt = _plt()
     weights = _depthwise_weights(model)
@@ -215,15 +233,19 @@ def plot_depthwise_kernels(model: nn.Module, n: int = 64, ncols: int = 8, per_ro
 def kernel_stats(weight: torch.Tensor) -> dict[str, float]:
     """How large and how spread out a layer's depthwise kernels (h, 1, k, k) are.
 
-    norm    mean over kernels of the Frobenius norm ||w||_2;
-    radius  mean over kernels of sqrt(sum_ij w_ij^2 r_ij^2 / sum_ij w_ij^2), the
-            energy-weighted distance from the kernel centre, in token steps (r_ij is the
-            distance of tap (i, j) from the centre);
-    centre  mean share of each kernel's energy sum w^2 on its central 3 x 3 taps.
-    For i.i.d. random weights (a fresh model) they depend only on k: for k = 5 the mean
-    squared distance of a tap is 4, so radius is about 2, and centre about 9/25 = 0.36.
-    Training moves them away from these values: down when kernels concentrate on the
-    nearest tokens, up when they reach out to the far taps.
+    ``norm``
+        mean over kernels of the Euclidean norm of the kernel;
+    ``radius``
+        mean over kernels of ``sqrt(sum(w**2 * r**2) / sum(w**2))``, the energy-weighted
+        distance from the kernel centre in token steps (``r`` is each tap's distance from
+        the centre);
+    ``centre``
+        mean share of each kernel's energy ``sum(w**2)`` on its central 3 x 3 taps.
+
+    For i.i.d. random weights (a fresh model) radius and centre depend only on k: for k = 5
+    the mean squared distance of a tap is 4, so radius is about 2, and centre about
+    9/25 = 0.36.  When training concentrates the kernels on the nearest tokens, radius falls
+    and centre rises; kernels that reach out to the far taps move them the other way.
     """
     w = weight.detach().float().cpu().flatten(1)  # (h, k*k)
     k = int(round(math.sqrt(w.shape[1])))
@@ -254,36 +276,35 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Te
     return out
 
 
-def plot_feature_maps(stages: Sequence[tuple[str, torch.Tensor]], channels: Sequence[int], image: torch.Tensor | None = None,
+def plot_feature_maps(stages: Sequence[tuple[str, torch.Tensor]], k: int = 6, image: torch.Tensor | None = None,
                       size: float = 1.15):
-    """Rows = stages (name, (h, H, W) for one image), columns = the chosen channels.
+    """Feature maps of one image, a row per stage: (name, (h, H, W)) pairs from :func:`layer_outputs`.
 
-    Each map has its own colour scale (dark = low, bright = high); the first column holds
-    the input image (if given) and then the mean over channels of |z| at each token.
+    The first row shows the input ``image`` if one is given.  Then, per stage: the mean over
+    channels of ``abs(z)`` at each token, and the k channels of that stage with the largest spatial
+    standard deviation (those that vary most across the image), each labelled with its index.
+    Every map has its own colour scale, dark = low, bright = high.
     """
     plt = _plt()
-    extra = 1 + (image is not None)
-    ncols = len(channels) + extra
-    fig, axes = plt.subplots(len(stages), ncols, figsize=(1.6 + ncols * size, len(stages) * size), squeeze=False,
-                             gridspec_kw=dict(wspace=0.06, hspace=0.08))
-    for r, (name, z) in enumerate(stages):
-        z = z.detach().float().cpu()
-        panels = ([to_numpy_image(image)] if image is not None else []) + [z.abs().mean(0).numpy()]
-        panels += [z[c].numpy() for c in channels]
-        for c, ax in enumerate(axes[r]):
+    rows = ([("input", None)] if image is not None else []) + list(stages)
+    fig, axes = plt.subplots(len(rows), 1 + k, figsize=(1.8 + (1 + k) * size, len(rows) * size * 1.1), squeeze=False,
+                             gridspec_kw=dict(wspace=0.06, hspace=0.3))
+    for r, (name, z) in enumerate(rows):
+        for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-            if image is not None and c == 0 and r > 0:
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        if z is None:
+            axes[r, 0].imshow(to_numpy_image(image), interpolation="nearest")
+            for ax in axes[r, 1:]:
                 ax.axis("off")
-                continue
-            ax.imshow(panels[c], cmap=None if panels[c].ndim == 3 else "magma", interpolation="nearest")
-        axes[r, 0 if image is None else 1].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-        if r == 0:
-            heads = (["input"] if image is not None else []) + ["mean |z|"] + [f"ch {c}" for c in channels]
-            for ax, head in zip(axes[0], heads):
-                ax.set_title(head, fontsize=8)
-    if image is not None:
-        axes[0, 0].set_ylabel("")
+            continue
+        z = z.detach().float().cpu()
+        top = z.flatten(1).std(1).argsort(descending=True, stable=True)[:k].tolist()
+        panels = [("mean |z|", z.abs().mean(0))] + [(f"ch {c}", z[c]) for c in top]
+        for ax, (label, panel) in zip(axes[r], panels):
+            ax.imshow(panel.numpy(), cmap="magma", interpolation="nearest")
+            ax.set_title(label, fontsize=7, pad=2)
     return fig
 
 

@@ -14,7 +14,7 @@ The ops, their magnitudes and their arithmetic follow torchvision's
 ``RandAugment`` (``num_magnitude_bins=31``, so m in 0..30; nearest
 interpolation; fill 0) and its tensor functionals.  With magnitude v (negated
 for a signed op with probability 1/2), an image x and its grey level
-Y = 0.2989 R + 0.587 G + 0.114 B:
+Y = 0.2989 R + 0.587 G + 0.114 B::
 
     Identity      x
     ShearX/Y      x_in = x_out + v * (y_out + H/2)    (resp. y_in = y_out + v * (x_out + W/2)),

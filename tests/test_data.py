@@ -4,8 +4,10 @@ Each test builds a tiny ImageFolder tree of real 32x32 PNG/JPEG files in ``tmp_p
 last test reads the real data set (``cifar_root``).
 """
 import errno
+import io
 import os
 import pickle
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -218,7 +220,6 @@ def marker_pickle(marker: Path) -> bytes:
 
 
 def wrong_shape_cache() -> bytes:
-    import io
     buf = io.BytesIO()
     torch.save({"images": torch.zeros(3, 32, 32, 3, dtype=torch.uint8), "labels": torch.zeros(3, dtype=torch.int64)}, buf)
     return buf.getvalue()
@@ -309,6 +310,33 @@ def test_read_only_folder_with_a_good_cache_reads_it(tmp_path, read_only, recwar
     read_only(tmp_path)
     x, y = load_cifar10("test", tmp_path, download=False)
     assert torch.equal(x, images) and torch.equal(y, labels) and not recwarn.list
+
+
+# --- The command line ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "cannot be decoded: truncated or not an image"),
+    ("missing-class", "is missing the class folder(s) cat"),
+], ids=["truncated-file", "missing-class"])
+def test_training_on_a_broken_folder_fails_in_one_line(tmp_path, capsys, damage, message):
+    from convmixer.train import main
+
+    for split in ("train", "test"):
+        make_tree(tmp_path / "data", split, per_class=1, suffix=".jpg")
+    bad = tmp_path / "data" / "train" / "cat" / "0000.jpg"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:-10])
+    else:
+        shutil.rmtree(bad.parent)
+    before = snapshot(tmp_path / "data")
+    rc = main(["--preset", "tiny", "--data-root", str(tmp_path / "data"), "--out-dir", str(tmp_path / "run"),
+               "--batch-size", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert message in err and "Fix:" in err
+    if damage == "truncated":
+        assert str(bad) in err
+    assert snapshot(tmp_path / "data") == before and not (tmp_path / "run" / "last.pt").exists()
 
 
 # --- The real data set -----------------------------------------------------------------------------

@@ -163,6 +163,14 @@ def test_sync_tool_fixes_only_sources(tmp_path):
     assert path.read_text() == json.dumps(fixed, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def test_every_chapter_is_in_the_toc():
+    """only_build_toc_files drops a notebook the toc does not name, silently: name them all."""
+    listed = set(toc_docs())
+    missing = [p.relative_to(ROOT).with_suffix("").as_posix() for p in sorted((ROOT / "book").glob("*.ipynb"))
+               if p.relative_to(ROOT).with_suffix("").as_posix() not in listed]
+    assert not missing, f"add to _toc.yml: {missing}"
+
+
 def test_mathjax_is_vendored():
     result = _run_tool("tools/vendor_mathjax.py", "--check")
     assert result.returncode == 0, result.stderr
