@@ -114,8 +114,8 @@ class TrainConfig:
         for name in ("train_subset", "test_subset", "threads", "weight_decay", "clip_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr_max > 0:
-            raise ValueError(f"lr_max must be positive, got {self.lr_max}")
+        if not 0 < self.lr_max <= 10:  # inf crashes AdamW, 1e38 overflows its float step size
+            raise ValueError(f"lr_max must be in (0, 10], got {self.lr_max} (the official recipe uses 0.05)")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.dataset == "cifar10" and (self.mixup or self.cutmix):
@@ -147,10 +147,12 @@ RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_e
 PRESETS: dict[str, dict] = {
     # The official script's README command: ~92.5% in 25 epochs on a GPU.
     "official": {},
-    # A CPU budget: ConvMixer-256/8 with 4x4 patches (64 tokens instead of 256), 4x fewer FLOPs,
-    # pad-and-crop + flip instead of RandAugment (too few epochs for strong regularisation to pay).
-    "cpu": dict(patch_size=4, kernel_size=5, batch_size=256, epochs=5, lr_max=0.01, weight_decay=0.01,
-                crop="pad", ra_n=0, label_smoothing=0.1, clip_norm=1.0),
+    # A CPU budget (~10 minutes of training on 2 Zen 4 cores, see book/08_performance.ipynb):
+    # ConvMixer-192/6 with 4x4 patches (64 tokens instead of 256), ~7x fewer FLOPs than 256/8 p=2;
+    # fp32 (bf16 autocast was slower at this width on that CPU), batch 256, 3 epochs, flips only
+    # (too few epochs for crops or RandAugment to pay).
+    "cpu": dict(dim=192, depth=6, patch_size=4, kernel_size=5, batch_size=256, epochs=3, lr_max=0.01,
+                weight_decay=0.01, crop="none", ra_n=0, label_smoothing=0.1, clip_norm=1.0),
     # The paper's ImageNet command (locuslab/convmixer README), for `torchrun` on 10 GPUs with 64 images
     # each; --data-root must point at ImageNet.  Not in that command, our choices: weight decay 0.05, and
     # AdamW's default eps (the README passes --opt-eps 1e-3).
@@ -363,6 +365,8 @@ class Trainer:
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         if cfg.resume and self.ckpt_path.exists():
             self._restore(load_checkpoint(self.ckpt_path, self.device))
+        elif cfg.resume and self.dist.is_main:
+            print(f"note: --resume found no {self.ckpt_path}; starting a new run there", file=sys.stderr)
 
     def _loaders(self):
         cfg = self.cfg
@@ -416,7 +420,9 @@ class Trainer:
 
     def _restore(self, ckpt: dict) -> None:
         check_architecture(ckpt, self.cfg.model_config().to_dict(), self.ckpt_path)
-        saved = {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS}
+        # A field added after the checkpoint was written had its default's behaviour then.
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        saved = {k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in RUNTIME_FIELDS}
         now = {k: v for k, v in self.cfg.to_dict().items() if k not in RUNTIME_FIELDS}
         if saved.pop("epochs") != now.pop("epochs"):
             print(f"note: resuming a {ckpt['train_config']['epochs']}-epoch run as a {self.cfg.epochs}-epoch run; "
@@ -469,6 +475,10 @@ class Trainer:
                     record = self._end_epoch(epoch)
                     tracker.save(epoch, {k: v for k, v in record.items() if k != "epoch"})
         except KeyboardInterrupt:
+            if self._stop == "abort":  # a second signal may land mid-step: keep the last consistent file
+                print(f"\nStopped at once; {self.ckpt_path} holds the state of its last save. "
+                      f"Continue with the same flags plus --resume.", file=sys.stderr)
+                raise
             self.save()
             print(f"\nInterrupted at epoch {self.epoch}, step {self.step}/{n_steps}; saved {self.ckpt_path}. "
                   f"Continue with the same flags plus --resume.", file=sys.stderr)
@@ -486,6 +496,7 @@ class Trainer:
 
         def request_stop(signum, frame):
             if self._stop is not None:
+                self._stop = "abort"
                 raise KeyboardInterrupt(f"signal {signum}")
             self._stop = signum
 
@@ -545,6 +556,9 @@ class Trainer:
                 f"Lower --lr-max, set --clip-norm, or use --precision fp32.")
 
     def _end_epoch(self, epoch: int) -> dict:
+        if not all(torch.isfinite(t).all() for t in self.model.state_dict().values() if t.is_floating_point()):
+            raise NonFiniteLoss(f"the weights became non-finite during epoch {epoch}; {self.ckpt_path} still "
+                                f"holds the last good epoch. Lower --lr-max or set --clip-norm.")
         p = self.partial
         test = evaluate(self.model, self.test_loader, self.dtype, self.dist)
         record = {
