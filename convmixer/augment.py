@@ -111,11 +111,13 @@ def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float
     """
     if p <= 0:
         return x
-    from .data import MEAN
+    import math
+
+    from .data import MEAN, channel_constant
 
     n, _, h, w = x.shape
     area = _uniform(n, g, x.device, 0.02, 0.33) * h * w
-    log_ratio = _uniform(n, g, x.device, torch.log(torch.tensor(0.3)).item(), torch.log(torch.tensor(3.3)).item())
+    log_ratio = _uniform(n, g, x.device, math.log(0.3), math.log(3.3))
     ratio = log_ratio.exp()
     eh = (area * ratio).sqrt().round().clamp(1, h)
     ew = (area / ratio).sqrt().round().clamp(1, w)
@@ -126,7 +128,7 @@ def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float
     c = torch.arange(w, device=x.device).view(1, 1, w)
     box = ((r >= top.view(-1, 1, 1)) & (r < (top + eh).view(-1, 1, 1))
            & (c >= left.view(-1, 1, 1)) & (c < (left + ew).view(-1, 1, 1)) & apply.view(-1, 1, 1))
-    value = torch.tensor(fill if fill is not None else MEAN, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    value = channel_constant(tuple(fill) if fill is not None else MEAN, x.device, x.dtype)
     return torch.where(box[:, None], value, x)
 
 
