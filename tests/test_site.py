@@ -135,7 +135,7 @@ def test_sync_tool_fixes_only_sources(tmp_path):
     (tmp_path / "book").mkdir()
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
     setup = _run_tool("-c", "import sys; sys.path.insert(0, 'tools'); import sync_repo_url as s; "
-                      "print(s.SETUP_CELL.format(pip_url='git+https://github.com/someone/else'))").stdout.rstrip("\n")
+                      "print(s.SETUP_CELL.format(url='https://github.com/someone/else', branch='dev', name='else'))").stdout.rstrip("\n")
     nb = {"cells": [
         {"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# Patch embedding\n", "\n", "Text."]},
         {"cell_type": "code", "execution_count": 7, "id": "b", "metadata": {"tags": ["x"]},
@@ -156,7 +156,8 @@ def test_sync_tool_fixes_only_sources(tmp_path):
     assert md[2] == (f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
                      f"(https://colab.research.google.com/github/{owner_repo}/blob/{branch}/book/01_x.ipynb)")
     assert md[3:] == ["", "Text."]
-    assert f'"convmixer @ git+{url}"' in "".join(fixed["cells"][1]["source"])
+    setup = "".join(fixed["cells"][1]["source"])
+    assert f"--branch {branch} {url} /content/" in setup and "someone/else" not in setup
     for key in ("outputs", "execution_count", "metadata"):
         assert fixed["cells"][1][key] == nb["cells"][1][key]
     assert fixed["metadata"] == nb["metadata"]

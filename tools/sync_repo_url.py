@@ -8,8 +8,9 @@ read the config:
 
         [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/<owner>/<repo>/blob/<branch>/book/<file>.ipynb)
 
-(b) the ``git+https://github.com/<owner>/<repo>`` address in the setup cell (the first
-    code cell, the same in every chapter).
+(b) the clone address and branch in the setup cell (the first code cell, the same in
+    every chapter: on Colab it clones the repository, for the library and for the saved
+    results the chapters load, installs the library from the clone and works in its book/).
 
 Usage::
 
@@ -17,9 +18,9 @@ Usage::
     python tools/sync_repo_url.py --check   # list drift, exit 1 if there is any (CI)
 
 Only the ``source`` of those two cells changes: outputs, execution counts and metadata are
-left as they are, and the file is written back in the JSON layout it was read in.
-``--check`` also reports a first code cell that is not the standard setup cell; that one is
-for a person to fix (copy :data:`SETUP_CELL`), the tool does not rewrite code.
+left as they are, and the file is written back in the JSON layout it was read in.  A first
+code cell that starts with ``# Setup:`` is replaced by the standard one (:data:`SETUP_CELL`);
+one that does not is reported for a person to fix.
 """
 from __future__ import annotations
 
@@ -37,13 +38,17 @@ COLAB = "https://colab.research.google.com/github"
 # A line that is an Open-in-Colab badge (any address, any alt text).
 BADGE_LINE = re.compile(r"^\s*\[!\[[^\]]*\]\([^)]*colab[^)]*\)\]\([^)]*colab\.research\.google\.com[^)]*\)\s*$",
                         re.IGNORECASE)
-PIP_ADDRESS = re.compile(r"git\+https://github\.com/[^\s\"'#]+")
+REPO_ADDRESS = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
 SETUP_CELL = '''\
-# Setup: runs unchanged locally and on Colab. On Colab it installs the convmixer library from
-# the repository; Colab's own torch already satisfies the requirement and is left alone.
-import sys
+# Setup: runs unchanged locally and on Colab. On Colab it clones the book's repository (the
+# library, and the saved results the chapters load), installs the library from the clone
+# (Colab's own torch already satisfies the requirement and is left alone) and works in book/.
+import os, sys
 if "google.colab" in sys.modules:
-    %pip install -q "convmixer @ {pip_url}"
+    if not os.path.isdir("/content/{name}"):
+        !git clone -q --depth 1 --branch {branch} {url} /content/{name}
+        %pip install -q /content/{name}
+    os.chdir("/content/{name}/book")
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")'''
 
@@ -64,10 +69,6 @@ class Repo:
         self.path_to_book = str(repo.get("path_to_book") or "").strip("/")
         self.book_root = config.parent
 
-    @property
-    def pip_url(self) -> str:
-        return f"git+{self.url}"
-
     def colab_url(self, notebook: Path) -> str:
         rel = notebook.resolve().relative_to(self.book_root.resolve()).as_posix()
         path = f"{self.path_to_book}/{rel}" if self.path_to_book else rel
@@ -77,7 +78,7 @@ class Repo:
         return f"[![Open In Colab]({BADGE_IMAGE})]({self.colab_url(notebook)})"
 
     def setup_cell(self) -> str:
-        return SETUP_CELL.format(pip_url=self.pip_url)
+        return SETUP_CELL.format(url=self.url, branch=self.branch, name=self.name)
 
 
 def _source(cell) -> str:
@@ -141,17 +142,13 @@ def sync(notebook: Path, repo: Repo, write: bool) -> tuple[list[str], list[str]]
             _set_source(md, new)
 
     code = next((c for c in cells if c.get("cell_type") == "code"), None)
-    if code is None or "git+https://" not in _source(code):
-        problems.append("the first code cell is not the setup cell (no git+https:// address)")
-    else:
-        old = _source(code)
-        new = PIP_ADDRESS.sub(repo.pip_url, old)
-        if new != old:
-            drift.append(f"setup cell installs from {PIP_ADDRESS.search(old).group(0)}, not {repo.pip_url}")
-            _set_source(code, new)
-        if new.rstrip("\n") != repo.setup_cell():
-            problems.append("the first code cell differs from the standard setup cell "
-                            "(tools/sync_repo_url.py SETUP_CELL)")
+    if code is None or not _source(code).startswith("# Setup:"):
+        problems.append("the first code cell is not the setup cell (it must start with '# Setup:')")
+    elif _source(code).rstrip("\n") != repo.setup_cell():
+        old = REPO_ADDRESS.search(_source(code))
+        drift.append(f"setup cell out of date (it uses {old.group(0) if old else 'no address'}; "
+                     f"standard: {repo.url}, branch {repo.branch})")
+        _set_source(code, repo.setup_cell())
 
     if drift and write:
         notebook.write_text(_dump_like(nb, original), encoding="utf8")
