@@ -163,7 +163,7 @@ def filter_tiles(weight: torch.Tensor, ncols: int = 16, pad: int = 1) -> torch.T
 
 
 def filter_stats(weight: torch.Tensor) -> dict[str, float]:
-    """Scale and colour content of patch-embedding filters (h, 3, p, p).
+    """Scale, colour content and smoothness of patch-embedding filters (h, 3, p, p).
 
     ``norm``
         mean over filters of the Euclidean norm of the filter;
@@ -172,11 +172,20 @@ def filter_stats(weight: torch.Tensor) -> dict[str, float]:
         mean of the three colour channels at every pixel: the part of the filter that sees
         only brightness.  The rest responds to colour differences.  For i.i.d. random
         weights the expected share is 1/3.
+    ``smoothness``
+        mean over filters of the correlation between the weights of horizontally or
+        vertically adjacent pixels (same colour channel, filter mean removed): about 0 for
+        random speckle, positive for filters made of smooth gradients, bars and blobs.
     """
     w = weight.detach().float().cpu()
     grey = w.mean(1, keepdim=True).expand_as(w)
     energy = w.pow(2).sum((1, 2, 3)).clamp_min(1e-30)
-    return {"norm": float(energy.sqrt().mean()), "grey_share": float((grey.pow(2).sum((1, 2, 3)) / energy).mean())}
+    c = w - w.mean((1, 2, 3), keepdim=True)
+    pairs = [(c[..., :, 1:], c[..., :, :-1]), (c[..., 1:, :], c[..., :-1, :])]
+    cross = sum((u * v).sum((1, 2, 3)) for u, v in pairs)
+    power = sum(0.5 * (u.pow(2) + v.pow(2)).sum((1, 2, 3)) for u, v in pairs).clamp_min(1e-30)
+    return {"norm": float(energy.sqrt().mean()), "grey_share": float((grey.pow(2).sum((1, 2, 3)) / energy).mean()),
+            "smoothness": float((cross / power).mean())}
 
 
 def plot_filters(weight: torch.Tensor, ax=None, title: str = "", ncols: int = 16):

@@ -31,15 +31,30 @@ from labml import experiment, lab, monit, tracker  # noqa: E402  (after the patc
 __all__ = ["start_run", "monit", "tracker"]
 
 
+def _quiet():
+    """Swallow stdout, and IPython display output when running in a kernel."""
+    try:
+        from IPython import get_ipython
+        from IPython.utils.capture import capture_output
+
+        if get_ipython() is not None:
+            return capture_output()
+    except ImportError:
+        pass
+    return contextlib.redirect_stdout(io.StringIO())
+
+
 def start_run(name: str, log_dir: str | Path, config: dict | None = None, screen: bool = True):
     """Create a labml experiment whose logs go under ``log_dir`` and return its context manager.
 
-    labml looks for a ``.labml.yaml`` next to the calling file and prints a notice when there
-    is none; we point it at ``log_dir`` instead and keep those notices off the screen.
+    labml looks for a ``.labml.yaml`` next to the calling file and prints notices (with
+    absolute paths) when there is none or it is not a git repository; we point it at
+    ``log_dir`` instead and keep those notices off the screen, in a terminal and in Jupyter
+    (where labml shows them as HTML, not on stdout).
     """
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():
         lab.configure({"path": str(log_dir.resolve()), "check_repo_dirty": False})
         experiment.create(name=name, writers={"screen", "file"} if screen else {"file"})
         if config:
