@@ -6,6 +6,8 @@ from torch import nn
 from convmixer import PRESETS, ConvMixer
 from convmixer.pretrained import config_from_state_dict, detect_layout, load_pretrained, to_library_names
 
+from test_model import _paper_convmixer  # the paper's nn.Sequential, written out independently
+
 timm = pytest.importorskip("timm")
 
 
@@ -51,27 +53,9 @@ def test_timm_named_models_map_onto_the_presets(name):
         assert v.shape == ours.state_dict()[k].shape, k
 
 
-def official_sequential(h, d, k, p, n):
-    """The paper's compact definition, written out again here so the test trusts nothing else."""
-    class Residual(nn.Module):
-        def __init__(self, fn):
-            super().__init__()
-            self.fn = fn
-
-        def forward(self, x):
-            return self.fn(x) + x
-
-    return nn.Sequential(
-        nn.Conv2d(3, h, kernel_size=p, stride=p), nn.GELU(), nn.BatchNorm2d(h),
-        *[nn.Sequential(Residual(nn.Sequential(nn.Conv2d(h, h, k, groups=h, padding="same"), nn.GELU(),
-                                               nn.BatchNorm2d(h))),
-                        nn.Conv2d(h, h, kernel_size=1), nn.GELU(), nn.BatchNorm2d(h)) for _ in range(d)],
-        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(h, n))
-
-
 def test_official_release_layout_with_dataparallel_prefix(tmp_path):
     torch.manual_seed(1)
-    ref = randomise_bn(official_sequential(32, 2, 3, 2, 5)).eval()
+    ref = randomise_bn(_paper_convmixer(32, 2, 3, 2, 5)).eval()
     wrapped = {"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}, "epoch": 150}
     torch.save(wrapped, tmp_path / "release.pth.tar")
     model = load_pretrained(tmp_path / "release.pth.tar")
@@ -83,7 +67,7 @@ def test_official_release_layout_with_dataparallel_prefix(tmp_path):
 def test_unknown_layouts_are_refused():
     with pytest.raises(ValueError, match="unrecognised ConvMixer state dict"):
         to_library_names({"fc.weight": torch.zeros(1)})
-    sd = official_sequential(8, 1, 3, 2, 2).state_dict()
+    sd = _paper_convmixer(8, 1, 3, 2, 2).state_dict()
     sd["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="no place in a ConvMixer"):
         to_library_names(sd)
