@@ -1,15 +1,26 @@
 """Training-step throughput: the library's trainer step against the official eager fp32 step.
 
-Each variant runs in its own child process (``python -m benchmarks.step --variant NAME``) so that
-an allocator given through ``LD_PRELOAD`` or a ``MALLOC_*`` tunable applies to it alone; the parent
-(:func:`run`) interleaves the variants round by round, so slow phases of a shared machine hit all
-of them alike, and reports the median of the rounds.
+Each variant runs in its own child process (``python -m benchmarks.step --impl ...``) so that an
+allocator given through ``LD_PRELOAD`` applies to it alone; :func:`run` alternates the variants
+round by round, so the slow phases of a shared machine hit all of them alike, and reports medians.
+
+The official variant is ``convmixer.reference.official_convmixer`` (the published nn.Sequential)
+with a plain eager fp32 AdamW step on contiguous (NCHW) tensors.  The library variants are
+``convmixer.train.Trainer.train_step`` on a Trainer built as the command line builds it
+(channels_last by default), with the precision and the memory allocator varied.
+
+Why the allocator matters: at batch 128 a 256 x 16 x 16 fp32 activation is exactly 32 MiB, which
+is glibc's largest mmap threshold, so glibc returns every such tensor to the kernel when it is
+freed and the next step page-faults all of it in again (``minor_faults_per_step``).  jemalloc
+and tcmalloc keep the memory; so does glibc with mmap switched off (``mallopt``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -17,9 +28,22 @@ import time
 import torch
 from torch import nn
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 
-def official_step_fn(dim, depth, kernel_size, patch_size, batch, lr=1e-3):
-    """The official definition (``convmixer.reference.official_convmixer``), a plain eager fp32 AdamW step."""
+
+def glibc_keep_memory() -> bool:
+    """Ask glibc to serve large blocks from its heap and keep them (no mmap, no trimming)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
+    except OSError:
+        return False
+
+
+def official_step_fn(dim, depth, kernel_size, patch_size, lr=1e-3):
+    """The official definition, a plain eager fp32 AdamW step."""
     from convmixer.reference import official_convmixer
 
     torch.manual_seed(0)
@@ -34,45 +58,53 @@ def official_step_fn(dim, depth, kernel_size, patch_size, batch, lr=1e-3):
         opt.step()
         return loss.detach()
 
-    return step, lambda x: x
+    return step, torch.contiguous_format
 
 
 def library_step_fn(dim, depth, kernel_size, patch_size, batch, precision="fp32", channels_last=True,
                     compile=False, lr=1e-3):
-    """The library's :meth:`convmixer.train.Trainer.train_step` on a Trainer built as the CLI builds it."""
-    from convmixer.train import Trainer, TrainConfig
+    """The library's Trainer.train_step (on a Trainer with a one-batch training subset)."""
+    import atexit
+    import shutil
 
+    from convmixer.train import TrainConfig, Trainer
+
+    out_dir = tempfile.mkdtemp(prefix="convmixer-bench-")  # the Trainer wants one; nothing is written to it
+    atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
     cfg = TrainConfig(dim=dim, depth=depth, kernel_size=kernel_size, patch_size=patch_size, batch_size=batch,
                       train_subset=batch, test_subset=16, precision=precision, channels_last=channels_last,
-                      compile=compile, device="cpu", out_dir=tempfile.mkdtemp(prefix="convmixer-bench-"))
+                      compile=compile, device="cpu", out_dir=out_dir)
     trainer = Trainer(cfg, screen=False)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def step(x, y):
-        loss, _ = trainer.train_step(x, y, lr)
-        return loss
+        return trainer.train_step(x, y, lr)[0]
 
-    return step, lambda x: x.contiguous(memory_format=fmt)
+    return step, torch.channels_last if channels_last else torch.contiguous_format
 
 
-def measure(step, prep, batch, steps, warmup, seed=0):
+def measure(step, memory_format, batch, steps, warmup, seed=0) -> dict:
     g = torch.Generator().manual_seed(seed)
-    x = prep(torch.randn(batch, 3, 32, 32, generator=g))
+    x = torch.randn(batch, 3, 32, 32, generator=g).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (batch,), generator=g)
     for _ in range(warmup):
         float(step(x, y))
     times = []
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu0 = time.process_time()
     for _ in range(steps):
         t0 = time.perf_counter()
         float(step(x, y))
         times.append(time.perf_counter() - t0)
+    cpu = time.process_time() - cpu0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     times.sort()
     med = times[len(times) // 2]
-    return {"images_per_second": batch / med, "step_seconds_median": med, "step_seconds_min": times[0], "steps": steps}
+    return {"images_per_second": batch / med, "step_seconds_median": med, "step_seconds_min": times[0],
+            "cpu_seconds_per_step": cpu / steps, "minor_faults_per_step": faults / steps, "steps": steps}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="one step variant, JSON on stdout")
+def child(argv=None):
+    p = argparse.ArgumentParser(description="time one step variant; prints RESULT <json>")
     p.add_argument("--impl", choices=("official", "library"), required=True)
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--depth", type=int, default=8)
@@ -82,21 +114,102 @@ def main(argv=None):
     p.add_argument("--precision", default="fp32")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--mallopt", action="store_true", help="glibc: no mmap, no trimming (see glibc_keep_memory)")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     a = p.parse_args(argv)
+    if a.mallopt and not glibc_keep_memory():
+        raise SystemExit("mallopt failed (not glibc?)")
     if a.threads:
         torch.set_num_threads(a.threads)
-    shape = (a.dim, a.depth, a.kernel_size, a.patch_size, a.batch)
+    shape = (a.dim, a.depth, a.kernel_size, a.patch_size)
     if a.impl == "official":
-        step, prep = official_step_fn(*shape)
+        step, fmt = official_step_fn(*shape)
     else:
-        step, prep = library_step_fn(*shape, precision=a.precision, channels_last=a.channels_last, compile=a.compile)
-    r = measure(step, prep, a.batch, a.steps, a.warmup + (3 if a.compile else 0))
+        step, fmt = library_step_fn(*shape, a.batch, precision=a.precision, channels_last=a.channels_last,
+                                    compile=a.compile)
+    r = measure(step, fmt, a.batch, a.steps, a.warmup + (2 if a.compile else 0))
     r["threads"] = torch.get_num_threads()
     print("RESULT " + json.dumps(r), flush=True)
 
 
+def variants(shape: dict, include_allocators=True, compile=False) -> list[dict]:
+    """The variants to compare: (name, child arguments, allocator to preload)."""
+    from .common import allocator_path
+
+    base = [f"--dim={shape['dim']}", f"--depth={shape['depth']}", f"--kernel-size={shape['kernel_size']}",
+            f"--patch-size={shape['patch_size']}", f"--batch={shape['batch']}"]
+    out = [
+        {"name": "official eager fp32", "args": base + ["--impl=official"], "allocator": "glibc"},
+        {"name": "library fp32", "args": base + ["--impl=library", "--precision=fp32"], "allocator": "glibc"},
+        {"name": "library bf16", "args": base + ["--impl=library", "--precision=bf16"], "allocator": "glibc"},
+    ]
+    if include_allocators:
+        for prec in ("fp32", "bf16"):
+            out.append({"name": f"library {prec} + glibc mallopt", "allocator": "glibc mallopt",
+                        "args": base + ["--impl=library", f"--precision={prec}", "--mallopt"]})
+        for alloc in ("jemalloc", "tcmalloc"):
+            if allocator_path(alloc):
+                for prec in ("fp32", "bf16"):
+                    out.append({"name": f"library {prec} + {alloc}", "allocator": alloc,
+                                "args": base + ["--impl=library", f"--precision={prec}"]})
+            if alloc == "jemalloc" and allocator_path(alloc):  # keep freed pages instead of purging them
+                out.append({"name": "library fp32 + jemalloc, no decay", "allocator": alloc,
+                            "env": {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
+                            "args": base + ["--impl=library", "--precision=fp32"]})
+    if compile:
+        out.append({"name": "library bf16 + compile", "args": base + ["--impl=library", "--precision=bf16",
+                                                                        "--compile"], "allocator": "glibc"})
+    return out
+
+
+def run_child(v: dict, steps: int, warmup: int) -> dict:
+    from .common import REPO, allocator_path
+
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if v["allocator"] in ("jemalloc", "tcmalloc"):
+        env["LD_PRELOAD"] = allocator_path(v["allocator"])
+    env.update(v.get("env", {}))
+    cmd = [sys.executable, "-m", "benchmarks.step", *v["args"], f"--steps={steps}", f"--warmup={warmup}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"{v['name']} failed:\n{proc.stderr[-2000:]}")
+
+
+def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, compile=False, log=print) -> dict:
+    from .common import median
+
+    vs = variants(shape, include_allocators, compile)
+    results = {v["name"]: [] for v in vs}
+    for r in range(repeats):
+        order = vs if r % 2 == 0 else vs[::-1]  # alternate the order too: no variant always runs first
+        for v in order:
+            res = run_child(v, steps, warmup)
+            results[v["name"]].append(res)
+            log(f"  round {r + 1}/{repeats}  {v['name']:<32} {res['images_per_second']:8.1f} img/s  "
+                f"{res['minor_faults_per_step']:10.0f} faults/step")
+    rows = []
+    base = results[vs[0]["name"]]
+    for v in vs:
+        rs = results[v["name"]]
+        ratios = [a["images_per_second"] / b["images_per_second"] for a, b in zip(rs, base)]
+        cpu_ratios = [b["cpu_seconds_per_step"] / a["cpu_seconds_per_step"] for a, b in zip(rs, base)]
+        rows.append({"name": v["name"], "allocator": v["allocator"], "env": v.get("env", {}),
+                     "args": [a for a in v["args"] if not a.startswith(("--dim", "--depth", "--kernel", "--patch",
+                                                                         "--batch"))],
+                     "images_per_second": [x["images_per_second"] for x in rs],
+                     "images_per_second_median": median([x["images_per_second"] for x in rs]),
+                     "cpu_seconds_per_step": [x["cpu_seconds_per_step"] for x in rs],
+                     "cpu_seconds_per_step_median": median([x["cpu_seconds_per_step"] for x in rs]),
+                     "cpu_ratio_to_official": cpu_ratios, "cpu_ratio_to_official_median": median(cpu_ratios),
+                     "minor_faults_per_step_median": median([x["minor_faults_per_step"] for x in rs]),
+                     "ratio_to_official": ratios, "ratio_to_official_median": median(ratios)})
+    return {"shape": shape, "repeats": repeats, "steps": steps, "warmup": warmup, "rows": rows}
+
+
 if __name__ == "__main__":
-    main()
+    child()

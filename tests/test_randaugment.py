@@ -186,3 +186,12 @@ def test_augment_batch_uses_it():
     aug = Augment(flip=False, ra_n=2, ra_m=9)
     out = augment_batch(x, aug, torch.Generator().manual_seed(3))
     assert torch.equal(out, rand_augment(x, 2, 9, torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("m", [0, 12, 30])
+def test_grouped_cpu_path_equals_the_sync_free_path(m):
+    """The CPU path (each op on its own images) returns exactly what the GPU path (where) does."""
+    g = torch.Generator().manual_seed(m)
+    x = torch.rand(300, 3, 32, 32, generator=g)
+    op, sign = draw_ops(len(x), g, x.device)
+    assert torch.equal(apply_ops(x, op, sign, m, grouped=True), apply_ops(x, op, sign, m, grouped=False))

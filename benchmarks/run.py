@@ -1,0 +1,111 @@
+"""Run the benchmarks of issue 6, print a table per benchmark and write JSON to book/results/perf/.
+
+    python -m benchmarks.run                        # loader, step, preset, time-to-accuracy (from results)
+    python -m benchmarks.run --only loader step     # some of them
+    python -m benchmarks.run --only tta --train     # rerun the ~10-minute CPU training as well
+
+Timings on a shared machine are noisy: every pair is measured in one run, interleaved and repeated,
+and the tables give the median of the per-round ratios together with the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import common
+
+STEP_SHAPE = dict(dim=256, depth=8, kernel_size=5, patch_size=2, batch=128)  # the paper's CIFAR-10 model
+
+
+def preset_shape() -> dict:
+    from convmixer.train import PRESETS, TrainConfig
+
+    cfg = TrainConfig(**PRESETS["cpu"])
+    return dict(dim=cfg.dim, depth=cfg.depth, kernel_size=cfg.kernel_size, patch_size=cfg.patch_size,
+                batch=cfg.batch_size)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def bench_loader(args) -> dict:
+    from convmixer.data import load_cifar10
+
+    from . import loader
+
+    x, y = load_cifar10("train")
+    env = common.environment()
+    res = loader.run(x, y, batch_size=args.loader_batch, repeats=args.repeats, batches=args.loader_batches)
+    print(table(["RandAugment", "official img/s", "library img/s", "x official", "grouped RA img/s (proposed)",
+                 "x official"],
+                [[f"n={r['ra_n']}, m={r['ra_m']}", f"{r['official_median']:.0f}", f"{r['library_median']:.0f}",
+                  f"{r['ratio_median']:.2f}x", f"{r['library_grouped_median']:.0f}", f"{r['ratio_grouped_median']:.2f}x"]
+                 for r in res["rows"]]))
+    return {"benchmark": "loader", "command": common.command_line(), "environment": env, **res}
+
+
+def bench_step(args, shape: dict, name: str, allocators: bool) -> dict:
+    from . import step
+
+    env = common.environment()
+    print(f"ConvMixer-{shape['dim']}/{shape['depth']} k={shape['kernel_size']} p={shape['patch_size']}, "
+          f"batch {shape['batch']}:")
+    res = step.run(shape, repeats=args.repeats, steps=args.steps, include_allocators=allocators,
+                   compile=args.compile)
+    print(table(["variant", "img/s (median)", "x official (wall)", "x official (CPU time)", "faults/step"],
+                [[r["name"], f"{r['images_per_second_median']:.1f}", f"{r['ratio_to_official_median']:.2f}x",
+                  f"{r['cpu_ratio_to_official_median']:.2f}x", f"{r['minor_faults_per_step_median']:.0f}"]
+                 for r in res["rows"]]))
+    return {"benchmark": name, "command": common.command_line(), "environment": env, **res}
+
+
+def bench_tta(args) -> dict:
+    from . import time_to_accuracy as tta
+
+    env = common.environment()
+    res = tta.train() if args.train else tta.from_results()
+    print(table(["epoch", "test accuracy", "training seconds", "img/s"],
+                [[h["epoch"], f"{h['test_accuracy']:.4f}", f"{h['elapsed_seconds']:.0f}",
+                  f"{h['images_per_second']:.0f}"] for h in res["per_epoch"]]))
+    reached = res["reached_at_epoch"]
+    print(f"{res['target_accuracy']:.0%} reached at epoch {reached}, after "
+          f"{res['training_seconds_to_target']:.0f} s of training" if reached else
+          f"{res['target_accuracy']:.0%} not reached; final {res['final_test_accuracy']:.4f}")
+    return {"benchmark": "time_to_accuracy", "command": common.command_line(), "environment": env, **res}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", choices=("loader", "step", "preset", "tta"),
+                   default=["loader", "step", "preset", "tta"])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per pair")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per round")
+    p.add_argument("--loader-batch", type=int, default=512)
+    p.add_argument("--loader-batches", type=int, default=6)
+    p.add_argument("--no-allocators", action="store_true", help="skip the jemalloc/tcmalloc/mallopt variants")
+    p.add_argument("--compile", action="store_true", help="add a torch.compile variant (slow to compile)")
+    p.add_argument("--train", action="store_true", help="tta: rerun the CPU preset instead of reading its results")
+    p.add_argument("--no-write", action="store_true", help="print only, write no JSON")
+    args = p.parse_args(argv)
+    print(f"load average {common.load_average()} on {common.cpu_name()}, {common.environment()['logical_cpus']} "
+          f"logical CPUs; ratios are medians over {args.repeats} interleaved rounds")
+    jobs = {"loader": lambda: bench_loader(args),
+            "step": lambda: bench_step(args, STEP_SHAPE, "step", not args.no_allocators),
+            "preset": lambda: bench_step(args, preset_shape(), "step_cpu_preset", False),
+            "tta": lambda: bench_tta(args)}
+    names = {"loader": "loader", "step": "step", "preset": "step_cpu_preset", "tta": "time_to_accuracy"}
+    for key in args.only:
+        print(f"\n== {names[key]}")
+        res = jobs[key]()
+        if not args.no_write:
+            print("wrote", common.write_json(names[key], res).relative_to(common.REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Time to accuracy of the CPU budget: ``python -m convmixer.train --preset cpu`` on real CIFAR-10.
+
+The run itself is the project's command line; the book ships its history
+(``book/results/convmixer-cpu-history.json``) and a note of the machine and its load
+(``convmixer-cpu-meta.json``).  :func:`summarise` reads them; :func:`train` reruns the command
+into a temporary folder (about ten minutes on an idle 2-core machine, longer on a busy one).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import REPO, load_average
+
+TARGET = 0.75
+
+
+def summarise(history: list[dict], meta: dict | None = None, target: float = TARGET) -> dict:
+    reached = next((h for h in history if h["test_accuracy"] >= target), None)
+    last = history[-1]
+    out = {
+        "target_accuracy": target,
+        "epochs": len(history),
+        "final_test_accuracy": last["test_accuracy"],
+        "training_seconds": last["elapsed_seconds"],
+        "reached_at_epoch": reached["epoch"] if reached else None,
+        "training_seconds_to_target": reached["elapsed_seconds"] if reached else None,
+        "per_epoch": [{k: h[k] for k in ("epoch", "test_accuracy", "train_accuracy", "elapsed_seconds",
+                                          "images_per_second")} for h in history],
+    }
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+def from_results(results: Path = REPO / "book" / "results") -> dict:
+    history = json.loads((results / "convmixer-cpu-history.json").read_text())
+    meta_file = results / "convmixer-cpu-meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+    return summarise(history, meta)
+
+
+def train(extra_args: list[str] = ()) -> dict:
+    """Run the CPU preset now, in a temporary folder, and summarise it (wall and CPU time included)."""
+    with tempfile.TemporaryDirectory(prefix="convmixer-cpu-") as tmp:
+        load0, t0 = load_average(), time.perf_counter()
+        cmd = [sys.executable, "-m", "convmixer.train", "--preset", "cpu", "--out-dir", tmp, *extra_args]
+        subprocess.run(cmd, cwd=REPO, env=dict(os.environ), check=True)
+        wall = time.perf_counter() - t0
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        history = json.loads((Path(tmp) / "history.json").read_text())
+    meta = {"command": "python -m convmixer.train --preset cpu " + " ".join(extra_args), "wall_seconds": wall,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime, "load_average_start": load0,
+            "load_average_end": load_average()}
+    return summarise(history, meta)
