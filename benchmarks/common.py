@@ -8,22 +8,14 @@ import platform
 import sys
 from pathlib import Path
 
+from convmixer.train import cpu_name  # noqa: F401 (re-exported for the benchmarks)
+
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "book" / "results" / "perf"
 LIB_DIR = "/usr/lib/x86_64-linux-gnu"
 ALLOCATORS = {"jemalloc": "libjemalloc.so.2", "tcmalloc": "libtcmalloc_minimal.so.4"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cpu_flags() -> set[str]:

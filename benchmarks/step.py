@@ -28,18 +28,7 @@ import time
 import torch
 from torch import nn
 
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-
-
-def glibc_keep_memory() -> bool:
-    """Ask glibc to serve large blocks from its heap and keep them (no mmap, no trimming)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**30))
-    except OSError:
-        return False
+from convmixer.train import keep_freed_memory as glibc_keep_memory  # what the trainer does on a CPU
 
 
 def official_step_fn(dim, depth, kernel_size, patch_size, lr=1e-3):

@@ -219,10 +219,42 @@ def subset(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
     return images[idx], labels[idx]
 
 
+def cpu_name() -> str:
+    """The processor's model name ("AMD EPYC", ...), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the kernel (CPU training).
+
+    glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh ``mmap`` calls and
+    unmaps them on free, so a training step whose activations are that large (256 x 16 x 16
+    fp32 at batch 128 is exactly 32 MiB) page-faults its memory in again on every step.
+    ``M_MMAP_MAX = 0`` serves every block from the heap and ``M_TRIM_THRESHOLD = 1 GiB`` stops
+    the heap from shrinking: the second step reuses the first one's pages.  Measured here
+    (book/08_performance): 1.7x faster fp32 steps for ConvMixer-256/8.  The price is that the
+    process keeps its peak memory.  Returns False where there is no glibc.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 @torch.no_grad()
@@ -341,6 +373,8 @@ class Trainer:
                                   f"or choose another --out-dir (nothing was overwritten)")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if resolve_device(cfg.device).type == "cpu":
+            keep_freed_memory()
         self.dist = Distributed()
         self.device = self.dist.device(cfg.device)
         self.dist.init(self.device)
