@@ -21,7 +21,9 @@ CROPS = ("none", "pad", "resized")
 
 @dataclass(frozen=True)
 class Augment:
-    """Which augmentations to apply, with the official script's flag names::
+    """Which augmentations to apply.
+
+    The fields, with the official script's flag names::
 
         crop       "pad": pad by `padding` (reflect) and crop back at a random offset;
                    "resized": a random square crop of area fraction in [scale_min, 1], resized
