@@ -12,7 +12,11 @@ with a plain eager fp32 AdamW step on contiguous (NCHW) tensors.  The library va
 Why the allocator matters: at batch 128 a 256 x 16 x 16 fp32 activation is exactly 32 MiB, which
 is glibc's largest mmap threshold, so glibc returns every such tensor to the kernel when it is
 freed and the next step page-faults all of it in again (``minor_faults_per_step``).  jemalloc
-and tcmalloc keep the memory; so does glibc with mmap switched off (``mallopt``).
+and tcmalloc keep the memory; so does glibc with mmap switched off (``mallopt``), which is what
+``Trainer`` does by default on a CPU (``convmixer.train.keep_freed_memory``): the variants named
+"trainer default on CPU" are what a user gets.  ``plain glibc (mallopt off)`` stops the trainer
+from making that call (``--no-mallopt``) to show what it is worth, and ``official eager fp32 +
+glibc mallopt`` gives the official step the same setting, separating the allocator from the rest.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def library_step_fn(dim, depth, kernel_size, patch_size, batch, precision="fp32"
     import atexit
     import shutil
 
-    from convmixer.train import TrainConfig, Trainer
+    from convmixer.train import TrainConfig, Trainer  # Trainer calls keep_freed_memory() on a CPU
 
     out_dir = tempfile.mkdtemp(prefix="convmixer-bench-")  # the Trainer wants one; nothing is written to it
     atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
@@ -104,12 +108,18 @@ def child(argv=None):
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--mallopt", action="store_true", help="glibc: no mmap, no trimming (see glibc_keep_memory)")
+    p.add_argument("--no-mallopt", action="store_true",
+                   help="library: stop the Trainer from calling keep_freed_memory() (plain glibc)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     a = p.parse_args(argv)
     if a.mallopt and not glibc_keep_memory():
         raise SystemExit("mallopt failed (not glibc?)")
+    if a.no_mallopt:  # before the Trainer is built: it looks the function up in its module when it starts
+        import convmixer.train
+
+        convmixer.train.keep_freed_memory = lambda: False
     if a.threads:
         torch.set_num_threads(a.threads)
     shape = (a.dim, a.depth, a.kernel_size, a.patch_size)
@@ -129,15 +139,20 @@ def variants(shape: dict, include_allocators=True, compile=False) -> list[dict]:
 
     base = [f"--dim={shape['dim']}", f"--depth={shape['depth']}", f"--kernel-size={shape['kernel_size']}",
             f"--patch-size={shape['patch_size']}", f"--batch={shape['batch']}"]
+    default = "trainer default on CPU: glibc mallopt"
     out = [
         {"name": "official eager fp32", "args": base + ["--impl=official"], "allocator": "glibc"},
-        {"name": "library fp32", "args": base + ["--impl=library", "--precision=fp32"], "allocator": "glibc"},
-        {"name": "library bf16", "args": base + ["--impl=library", "--precision=bf16"], "allocator": "glibc"},
+        {"name": f"library fp32 ({default})", "allocator": "glibc mallopt",
+         "args": base + ["--impl=library", "--precision=fp32"]},
+        {"name": f"library bf16 ({default})", "allocator": "glibc mallopt",
+         "args": base + ["--impl=library", "--precision=bf16"]},
     ]
     if include_allocators:
+        out.append({"name": "official eager fp32 + glibc mallopt", "allocator": "glibc mallopt",
+                    "args": base + ["--impl=official", "--mallopt"]})
         for prec in ("fp32", "bf16"):
-            out.append({"name": f"library {prec} + glibc mallopt", "allocator": "glibc mallopt",
-                        "args": base + ["--impl=library", f"--precision={prec}", "--mallopt"]})
+            out.append({"name": f"library {prec}, plain glibc (mallopt off)", "allocator": "glibc",
+                        "args": base + ["--impl=library", f"--precision={prec}", "--no-mallopt"]})
         for alloc in ("jemalloc", "tcmalloc"):
             if allocator_path(alloc):
                 for prec in ("fp32", "bf16"):
@@ -149,7 +164,7 @@ def variants(shape: dict, include_allocators=True, compile=False) -> list[dict]:
                             "args": base + ["--impl=library", "--precision=fp32"]})
     if compile:
         out.append({"name": "library bf16 + compile", "args": base + ["--impl=library", "--precision=bf16",
-                                                                        "--compile"], "allocator": "glibc"})
+                                                                        "--compile"], "allocator": "glibc mallopt"})
     return out
 
 
@@ -179,7 +194,7 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
         for v in order:
             res = run_child(v, steps, warmup)
             results[v["name"]].append(res)
-            log(f"  round {r + 1}/{repeats}  {v['name']:<32} {res['images_per_second']:8.1f} img/s  "
+            log(f"  round {r + 1}/{repeats}  {v['name']:<52} {res['images_per_second']:8.1f} img/s  "
                 f"{res['minor_faults_per_step']:10.0f} faults/step")
     rows = []
     base = results[vs[0]["name"]]

@@ -46,16 +46,35 @@ def from_results(results: Path = REPO / "book" / "results") -> dict:
     return summarise(history, meta)
 
 
-def train(extra_args: list[str] = ()) -> dict:
-    """Run the CPU preset now, in a temporary folder, and summarise it (wall and CPU time included)."""
+def train(extra_args: list[str] = (), out_dir: str | None = None) -> dict:
+    """Run the CPU preset now and summarise it (wall and CPU time included).
+
+    The run goes into a temporary folder, or into ``out_dir`` (relative to the repository, e.g.
+    ``runs/cpu-rerun``) to keep its checkpoint and history for comparison with the shipped ones.
+    """
+    import datetime
+
+    import torch
+
+    from .common import cpu_name
+
+    def now() -> str:
+        return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
     with tempfile.TemporaryDirectory(prefix="convmixer-cpu-") as tmp:
-        load0, t0 = load_average(), time.perf_counter()
-        cmd = [sys.executable, "-m", "convmixer.train", "--preset", "cpu", "--out-dir", tmp, *extra_args]
+        run_dir = Path(REPO / out_dir) if out_dir else Path(tmp)
+        load0, date0, t0 = load_average(), now(), time.perf_counter()
+        cmd = [sys.executable, "-m", "convmixer.train", "--preset", "cpu", "--out-dir", str(run_dir), *extra_args]
         subprocess.run(cmd, cwd=REPO, env=dict(os.environ), check=True)
         wall = time.perf_counter() - t0
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        history = json.loads((Path(tmp) / "history.json").read_text())
-    meta = {"command": "python -m convmixer.train --preset cpu " + " ".join(extra_args), "wall_seconds": wall,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime, "load_average_start": load0,
-            "load_average_end": load_average()}
+        history = json.loads((run_dir / "history.json").read_text())
+    shown = ["--out-dir", out_dir] if out_dir else []
+    meta = {"command": " ".join(["python -m convmixer.train --preset cpu", *shown, *extra_args]),
+            "date": date0, "finished": now(),
+            "hardware": f"{cpu_name()}, {os.cpu_count()} logical CPUs (torch threads {torch.get_num_threads()}), "
+                        + (f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"),
+            "wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime,
+            "load_average_start": load0, "load_average_end": load_average()}
     return summarise(history, meta)
