@@ -24,18 +24,33 @@ import re
 import torch
 
 from .model import ConvMixer
+from .reference import official_name
 
-# Library name  <-  per-layer suffix in each layout ({i} is the layer index).
-_LAYER = {
-    "spatial.conv": {"timm": "blocks.{i}.0.fn.0", "official": "{j}.0.fn.0"},
-    "spatial.norm": {"timm": "blocks.{i}.0.fn.2", "official": "{j}.0.fn.2"},
-    "channel.conv": {"timm": "blocks.{i}.1", "official": "{j}.1"},
-    "channel.norm": {"timm": "blocks.{i}.3", "official": "{j}.3"},
+# Library module  ->  timm's module ({i} is the layer index).  The official Sequential's
+# positional names come from convmixer.reference.official_name, the one table of those.
+_TIMM = {
+    "patch_embed.proj": "stem.0",
+    "patch_embed.norm": "stem.2",
+    "spatial.conv": "blocks.{i}.0.fn.0",
+    "spatial.norm": "blocks.{i}.0.fn.2",
+    "channel.conv": "blocks.{i}.1",
+    "channel.norm": "blocks.{i}.3",
+    "head": "head",
 }
-_STEM = {
-    "patch_embed.proj": {"timm": "stem.0", "official": "0"},
-    "patch_embed.norm": {"timm": "stem.2", "official": "2"},
-}
+
+
+def _module_names(d: int) -> list[tuple[str, str]]:
+    """(library module, key of _TIMM) for every module with parameters in a depth-d ConvMixer."""
+    layers = [(f"layers.{i}.{part}", part) for i in range(d)
+              for part in ("spatial.conv", "spatial.norm", "channel.conv", "channel.norm")]
+    return [("patch_embed.proj", "patch_embed.proj"), ("patch_embed.norm", "patch_embed.norm"), *layers,
+            ("head", "head")]
+
+
+def _layout_name(module: str, part: str, layout: str, d: int) -> str:
+    if layout == "timm":
+        return _TIMM[part].format(i=module.split(".")[1] if module.startswith("layers.") else "")
+    return official_name(module + ".weight", d).removesuffix(".weight")
 
 # Where a reader with internet gets the weights (the paper's README; timm's hub names).
 OFFICIAL_RELEASE = {
@@ -81,11 +96,7 @@ def to_library_names(state_dict: dict) -> dict:
     if layout == "convmixer":
         return dict(state_dict)
     d = depth_of(state_dict, layout)
-    renames = {new: old[layout] for new, old in _STEM.items()}
-    for i in range(d):
-        for new, old in _LAYER.items():
-            renames[f"layers.{i}.{new}"] = old[layout].format(i=i, j=3 + i)
-    renames["head"] = "head" if layout == "timm" else str(d + 5)
+    renames = {new: _layout_name(new, part, layout, d) for new, part in _module_names(d)}
     out, used = {}, set()
     for new, old in renames.items():
         for k, v in state_dict.items():
