@@ -65,9 +65,7 @@ def mix_collate(n_classes: int, mixup: float, cutmix: float):
     return lambda batch: mix(*default_collate(batch))
 
 
-def _folder(root: Path, split: str):
-    from torchvision.datasets import ImageFolder
-
+def _folder(root: Path, split: str) -> Path:
     folder = root / split
     if not folder.is_dir():
         raise FileNotFoundError(f"no {split}/ folder in {root}: an ImageNet-layout data set holds "

@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from convmixer import ConvMixer
-from convmixer import checkpoint
 from convmixer.checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_save_json, check_architecture,
                                   load_checkpoint)
 from convmixer.train import NonFiniteLoss, Trainer, export_model, load_model, main, preset_config
