@@ -245,13 +245,15 @@ class BatchLoader:
         order = torch.randperm(n, device=self.device, generator=g) if self.train else torch.arange(n, device=self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx].float().div_(255)
+            # index_select: the same rows as images[idx], several times faster on a CPU; dividing the
+            # uint8 batch makes the float batch in one pass
+            x = torch.div(self.images.index_select(0, idx), 255)
             if self.augment is not None:
                 x = augment_batch(x, self.augment, g)
-            x = normalize_float(x)
+            x = normalize_float(x, inplace=True)  # x is this loop's own tensor
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, self.labels.index_select(0, idx)
 
 
 @functools.lru_cache(maxsize=None)
@@ -264,6 +266,7 @@ def channel_constant(values: tuple[float, ...], device: torch.device, dtype: tor
     return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
 
 
-def normalize_float(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] floats -> (x - mean) / std, per channel."""
-    return (x - channel_constant(MEAN, x.device, x.dtype)) / channel_constant(STD, x.device, x.dtype)
+def normalize_float(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """[0, 1] floats -> (x - mean) / std, per channel; ``inplace`` overwrites x (no new 6 MiB batch)."""
+    mean, std = channel_constant(MEAN, x.device, x.dtype), channel_constant(STD, x.device, x.dtype)
+    return x.sub_(mean).div_(std) if inplace else (x - mean) / std

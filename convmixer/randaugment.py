@@ -9,6 +9,9 @@ once.  All five geometric ops become one inverse affine matrix per image
 the colour ops are computed for the whole batch and each image keeps its own
 with ``torch.where``.  Nothing waits for the device (no ``.item()``, no boolean
 indexing, no loop over images), and all randomness comes from one generator.
+That is the GPU path.  On a CPU, where waiting costs nothing and arithmetic is
+scarce, the batch is sorted by op instead and each op runs on its own images
+only (:func:`apply_sorted`); the two paths give bit-identical results.
 
 The ops, their magnitudes and their arithmetic follow torchvision's
 ``RandAugment`` (``num_magnitude_bins=31``, so m in 0..30; nearest
@@ -40,6 +43,7 @@ moves a pixel by less than 1/255.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -58,6 +62,11 @@ def magnitudes(m: int, height: int, width: int) -> dict[str, float]:
     The same ``torch.linspace`` tables, so the float32 rounding of each value is
     torchvision's too.  Signs are applied later, per image.
     """
+    return dict(_magnitudes(m, height, width))  # a copy: the cached table stays as it is
+
+
+@functools.lru_cache(maxsize=None)
+def _magnitudes(m: int, height: int, width: int) -> dict[str, float]:
     if not 0 <= m < NUM_BINS:
         raise ValueError(f"magnitude m must be in [0, {NUM_BINS - 1}], got {m}")
 
@@ -107,17 +116,20 @@ def affine_matrices(op: torch.Tensor, sign: torch.Tensor, mag: dict[str, float],
 def warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """Resample each image through its own ``theta`` (nearest pixel, zeros outside).
 
-    The sampling grid is built as torchvision's ``_gen_affine_grid`` builds it
-    (pixel centres, then theta divided by the half-size), so that the nearest-pixel
-    choices agree with it even at half-pixel ties, which shears produce.
+    The sampling grid is the one torchvision's ``_gen_affine_grid`` builds (pixel
+    centres, then theta divided by the half-size), so that the nearest-pixel choices
+    agree with it even at half-pixel ties, which shears produce.  torchvision gets it
+    as one batched matrix product, (H W, 3) by (3, 2) per image; we write out the
+    same sums, x a + y b + c, in the same order: the same floats, without a few
+    hundred tiny matrix products (4x faster on a CPU).
     """
     n, _, h, w = x.shape
     xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=x.device)
     ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=x.device)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    base = torch.stack((gx, gy, torch.ones_like(gx)), dim=-1).view(1, h * w, 3)
+    gy, gx = (g.reshape(1, h * w) for g in torch.meshgrid(ys, xs, indexing="ij"))
     scaled = torch.stack((theta[:, 0] / (0.5 * w), theta[:, 1] / (0.5 * h)), dim=-1)  # (n, 3, 2)
-    grid = (base @ scaled).view(n, h, w, 2)
+    coords = [gx * scaled[:, 0, i, None] + gy * scaled[:, 1, i, None] + scaled[:, 2, i, None] for i in (0, 1)]
+    grid = torch.stack(coords, dim=-1).view(n, h, w, 2)
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
@@ -187,13 +199,16 @@ def equalize(x: torch.Tensor) -> torch.Tensor:
     a channel with step = 0 (almost constant) is left as it is.
     """
     n, c, h, w = x.shape
-    v = torch.round(x * 255).clamp(0, 255).long().view(n, c, h * w)
-    hist = torch.zeros(n, c, 256, dtype=torch.long, device=x.device).scatter_add_(2, v, torch.ones_like(v))
-    step = torch.div(h * w - hist.gather(2, v.amax(dim=2, keepdim=True)), 255, rounding_mode="floor")
-    lut = torch.div(hist.cumsum(2) + torch.div(step, 2, rounding_mode="floor"), step.clamp_min(1),
-                    rounding_mode="floor")
-    lut = F.pad(lut, (1, 0))[..., :-1].clamp(0, 255)  # shift: v maps through the counts below v
-    out = (lut.gather(2, v) / 255).view(n, c, h, w)
+    v = torch.round(x * 255).clamp_(0, 255).view(n, c, h * w)
+    index = v.long()
+    # Counts and the table are whole numbers below 2^24, which float32 holds exactly, and for
+    # such a, b the float quotient a / b floors to the integer quotient: the same table as
+    # torchvision's integer arithmetic, at about half the cost on a CPU.
+    hist = torch.zeros(n, c, 256, dtype=x.dtype, device=x.device).scatter_add_(2, index, torch.ones_like(v))
+    step = torch.floor((h * w - hist.gather(2, v.amax(dim=2, keepdim=True).long())) / 255)
+    lut = torch.floor((hist.cumsum(2) + torch.floor(step / 2)) / step.clamp(min=1))
+    lut = F.pad(lut, (1, 0))[..., :-1].clamp_(0, 255)  # shift: v maps through the counts below v
+    out = (lut.gather(2, index) / 255).view(n, c, h, w)
     return torch.where((step == 0).view(n, c, 1, 1), x, out)
 
 
@@ -229,27 +244,43 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, sign: torch.Tensor, m: int,
     Two ways to the same result.  On a GPU (``grouped=False``) every colour op runs on the
     whole batch and each image keeps its own with ``torch.where``: more arithmetic, but no
     host synchronisation, and the GPU has arithmetic to spare.  On a CPU (``grouped=True``,
-    the default there) nothing can overlap with a synchronisation, so each op gathers the
-    images that drew it and runs on those alone: about 5x faster on two cores.
+    the default there) nothing can overlap with a synchronisation, so the batch is sorted by
+    op and each op runs on its own images alone (:func:`apply_sorted`): 3x to 5x faster on
+    two cores.
     """
-    _, _, h, w = x.shape
-    mag = magnitudes(m, h, w)
     if grouped is None:
         grouped = x.device.type == "cpu"
-    if not grouped:
-        x = warp(x, affine_matrices(op, sign, mag, h, w))  # the identity for all but geometric ops
-        for k in range(BRIGHTNESS, len(OPS)):  # an image's pixels change under its own op only
-            x = torch.where((op == k).view(-1, 1, 1, 1), _colour_op(k, x, sign, mag), x)
-        return x
-    out = x.clone()
-    geometric = ((op >= SHEAR_X) & (op <= ROTATE)).nonzero().squeeze(1)
-    if len(geometric):
-        out[geometric] = warp(x[geometric], affine_matrices(op[geometric], sign[geometric], mag, h, w))
+    if grouped:
+        order = torch.argsort(op, stable=True)
+        xs = apply_sorted(x.index_select(0, order), op[order], sign[order], m)
+        return xs.index_select(0, torch.argsort(order))  # the inverse permutation puts each image back
+    _, _, h, w = x.shape
+    mag = magnitudes(m, h, w)
+    x = warp(x, affine_matrices(op, sign, mag, h, w))  # the identity for all but geometric ops
+    for k in range(BRIGHTNESS, len(OPS)):  # an image's pixels change under its own op only
+        x = torch.where((op == k).view(-1, 1, 1, 1), _colour_op(k, x, sign, mag), x)
+    return x
+
+
+def apply_sorted(xs: torch.Tensor, op: torch.Tensor, sign: torch.Tensor, m: int) -> torch.Tensor:
+    """:func:`apply_ops` for a batch whose ``op`` is sorted in ascending order; works in place on ``xs``.
+
+    Each op's images are then one contiguous slice, which the op reads and overwrites: no
+    gather or scatter per op.  The five geometric ops are adjacent in ``OPS``, so one
+    ``grid_sample`` serves them all.
+    """
+    _, _, h, w = xs.shape
+    mag = magnitudes(m, h, w)
+    ends = torch.bincount(op, minlength=len(OPS)).cumsum(0).tolist()  # the one host synchronisation
+    starts = [0] + ends[:-1]
+    a, b = starts[SHEAR_X], ends[ROTATE]
+    if b > a:
+        xs[a:b] = warp(xs[a:b], affine_matrices(op[a:b], sign[a:b], mag, h, w))
     for k in range(BRIGHTNESS, len(OPS)):
-        idx = (op == k).nonzero().squeeze(1)
-        if len(idx):
-            out[idx] = _colour_op(k, x[idx], sign[idx], mag)
-    return out
+        a, b = starts[k], ends[k]
+        if b > a:
+            xs[a:b] = _colour_op(k, xs[a:b], sign[a:b], mag)
+    return xs
 
 
 def draw_ops(n_images: int, g: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,18 +290,33 @@ def draw_ops(n_images: int, g: torch.Generator, device) -> tuple[torch.Tensor, t
     return op, sign
 
 
-def rand_augment(x: torch.Tensor, n: int, m: int, g: torch.Generator) -> torch.Tensor:
+def rand_augment(x: torch.Tensor, n: int, m: int, g: torch.Generator, grouped: bool | None = None) -> torch.Tensor:
     """RandAugment(num_ops=n, magnitude=m) with each image of the batch drawing its own ops.
 
     x: float (N, 3, H, W) in [0, 1] on any device; g: a generator on that device.
-    Returns a tensor of the same shape and dtype, still in [0, 1].
+    Returns a tensor of the same shape and dtype, still in [0, 1].  ``grouped`` picks
+    the path of :func:`apply_ops` (by default the sorted one on a CPU).  On that path
+    the images stay sorted between rounds: round r + 1 sorts the batch as round r left
+    it, so n rounds cost n + 1 reorderings of the batch instead of 2 n.
     """
     if n < 0 or not 0 <= m < NUM_BINS:
         raise ValueError(f"need n >= 0 and m in [0, {NUM_BINS - 1}], got n={n}, m={m}")
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
+    if grouped is None:
+        grouped = x.device.type == "cpu"
     y = x.float()
+    if not grouped:
+        for _ in range(n):
+            op, sign = draw_ops(len(y), g, y.device)
+            y = apply_ops(y, op, sign, m, grouped=False)
+        return y.to(x.dtype)
+    if n == 0:
+        return y.to(x.dtype)
+    image = torch.arange(len(y), device=y.device)  # y[j] holds image image[j]
     for _ in range(n):
-        op, sign = draw_ops(len(y), g, y.device)
-        y = apply_ops(y, op, sign, m)
-    return y.to(x.dtype)
+        op, sign = draw_ops(len(y), g, y.device)  # image i's draws are op[i], sign[i]
+        order = torch.argsort(op[image], stable=True)
+        image = image[order]
+        y = apply_sorted(y.index_select(0, order), op[image], sign[image], m)
+    return y.index_select(0, torch.argsort(image)).to(x.dtype)
