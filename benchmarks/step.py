@@ -96,6 +96,30 @@ def measure(step, memory_format, batch, steps, warmup, seed=0) -> dict:
             "cpu_seconds_per_step": cpu / steps, "minor_faults_per_step": faults / steps, "steps": steps}
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """The best GFLOP/s of an n x n by n x n matrix product in ``dtype``: what this CPU's BLAS reaches
+    on the friendliest possible work, the yardstick for the model's FLOP rate (2 n^3 FLOPs a product)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    out = torch.empty(n, n, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_gflops_per_image(shape: dict) -> float:
+    """Training FLOPs per image: 3 x the forward pass (forward, and a backward twice its cost),
+    2 FLOPs per multiply-accumulate (convmixer.reference.multiply_accumulates)."""
+    from convmixer.reference import multiply_accumulates
+
+    macs = multiply_accumulates(shape["dim"], shape["depth"], shape["kernel_size"], shape["patch_size"])["total"]
+    return 3 * 2 * macs / 1e9
+
+
 def child(argv=None):
     p = argparse.ArgumentParser(description="time one step variant; prints RESULT <json>")
     p.add_argument("--impl", choices=("official", "library"), required=True)
@@ -188,6 +212,8 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
     from .common import median
 
     vs = variants(shape, include_allocators, compile)
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    log(f"  matmul 2048^3: {peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
     results = {v["name"]: [] for v in vs}
     for r in range(repeats):
         order = vs if r % 2 == 0 else vs[::-1]  # alternate the order too: no variant always runs first
@@ -197,6 +223,7 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
             log(f"  round {r + 1}/{repeats}  {v['name']:<52} {res['images_per_second']:8.1f} img/s  "
                 f"{res['minor_faults_per_step']:10.0f} faults/step")
     rows = []
+    gflops = model_gflops_per_image(shape)
     base = results[vs[0]["name"]]
     for v in vs:
         rs = results[v["name"]]
@@ -211,8 +238,14 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
                      "cpu_seconds_per_step_median": median([x["cpu_seconds_per_step"] for x in rs]),
                      "cpu_ratio_to_official": cpu_ratios, "cpu_ratio_to_official_median": median(cpu_ratios),
                      "minor_faults_per_step_median": median([x["minor_faults_per_step"] for x in rs]),
-                     "ratio_to_official": ratios, "ratio_to_official_median": median(ratios)})
-    return {"shape": shape, "repeats": repeats, "steps": steps, "warmup": warmup, "rows": rows}
+                     "ratio_to_official": ratios, "ratio_to_official_median": median(ratios),
+                     "model_gflops_per_second_median": gflops * median([x["images_per_second"] for x in rs])})
+    later = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    return {"shape": shape, "repeats": repeats, "steps": steps, "warmup": warmup, "rows": rows,
+            "model_gflops_per_image": gflops,
+            "matmul_gflops": {k: max(peak[k], later[k]) for k in peak},  # before and after the variants
+            "matmul_note": "best of 10 products of 2048 x 2048 matrices in this process, before and after the "
+                           "variants; the model's rate counts 6 FLOPs per multiply-accumulate of the forward pass"}
 
 
 if __name__ == "__main__":
