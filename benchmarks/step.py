@@ -96,17 +96,21 @@ def measure(step, memory_format, batch, steps, warmup, seed=0) -> dict:
             "cpu_seconds_per_step": cpu / steps, "minor_faults_per_step": faults / steps, "steps": steps}
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
-    """The best GFLOP/s of an n x n by n x n matrix product in ``dtype``: what this CPU's BLAS reaches
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device="cpu") -> float:
+    """The best GFLOP/s of an n x n by n x n matrix product in ``dtype``: what this machine's BLAS reaches
     on the friendliest possible work, the yardstick for the model's FLOP rate (2 n^3 FLOPs a product)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-    out = torch.empty(n, n, dtype=dtype)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(n, n, dtype=dtype, device=device)
     torch.mm(a, b, out=out)  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
