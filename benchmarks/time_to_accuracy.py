@@ -78,3 +78,42 @@ def train(extra_args: list[str] = (), out_dir: str | None = None) -> dict:
             "user_seconds": usage.ru_utime, "system_seconds": usage.ru_stime,
             "load_average_start": load0, "load_average_end": load_average()}
     return summarise(history, meta)
+
+
+def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") -> list[Path]:
+    """Make the run in ``run_dir`` (relative to the repository) the book's reference CPU run.
+
+    Writes ``convmixer-cpu.pt`` (weights, configs and history, no optimizer state: see
+    :func:`convmixer.train.export_model`), ``-history.json``, ``-config.json`` and ``-meta.json``
+    (the command, the machine, the clocks and load averages of ``result``, the summary that
+    :func:`train` returned for this run).
+    """
+    import platform
+    import shutil
+
+    import torch
+    import torchvision
+
+    from convmixer.train import export_model
+
+    src = REPO / run_dir
+    history = json.loads((src / "history.json").read_text())
+    if [h["test_accuracy"] for h in history] != [h["test_accuracy"] for h in result["per_epoch"]]:
+        raise ValueError(f"{run_dir} does not hold the run that was just timed")
+    paths = [results / f"convmixer-cpu{suffix}" for suffix in (".pt", "-history.json", "-config.json", "-meta.json")]
+    export_model(src, paths[0])
+    for name, dest in (("history.json", paths[1]), ("config.json", paths[2])):
+        shutil.copyfile(src / name, dest.with_suffix(".tmp"))
+        dest.with_suffix(".tmp").replace(dest)
+    meta = {**result["meta"], "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version(), "training_seconds": history[-1]["elapsed_seconds"],
+            "final_test_accuracy": history[-1]["test_accuracy"],
+            "note": "Made by `python -m benchmarks.run --only tta --train --train-dir RUN`, then "
+                    "benchmarks.time_to_accuracy.ship (what --ship adds): the command above, timed from outside, "
+                    "then exported with convmixer.train.export_model. wall_seconds includes "
+                    "start-up, data loading and the evaluation after every epoch; training_seconds is the trainer's "
+                    "clock (training only)."}
+    paths[3].with_suffix(".tmp").write_text(json.dumps(meta, indent=1) + "\n")
+    paths[3].with_suffix(".tmp").replace(paths[3])
+    return paths
+
