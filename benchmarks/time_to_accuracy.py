@@ -64,7 +64,10 @@ def train(extra_args: list[str] = (), out_dir: str | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="convmixer-cpu-") as tmp:
         run_dir = Path(REPO / out_dir) if out_dir else Path(tmp)
         load0, date0, t0 = load_average(), now(), time.perf_counter()
-        cmd = [sys.executable, "-m", "convmixer.train", "--preset", "cpu", "--out-dir", str(run_dir), *extra_args]
+        # relative to the repository (the command's working folder), so that no path of this machine is
+        # recorded in the run's config
+        cmd = [sys.executable, "-m", "convmixer.train", "--preset", "cpu", "--out-dir",
+               out_dir if out_dir else str(run_dir), *extra_args]
         subprocess.run(cmd, cwd=REPO, env=dict(os.environ), check=True)
         wall = time.perf_counter() - t0
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -94,6 +97,7 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
     import torch
     import torchvision
 
+    from convmixer.checkpoint import atomic_save
     from convmixer.train import export_model
 
     src = REPO / run_dir
@@ -101,10 +105,16 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
     if [h["test_accuracy"] for h in history] != [h["test_accuracy"] for h in result["per_epoch"]]:
         raise ValueError(f"{run_dir} does not hold the run that was just timed")
     paths = [results / f"convmixer-cpu{suffix}" for suffix in (".pt", "-history.json", "-config.json", "-meta.json")]
-    export_model(src, paths[0])
-    for name, dest in (("history.json", paths[1]), ("config.json", paths[2])):
-        shutil.copyfile(src / name, dest.with_suffix(".tmp"))
-        dest.with_suffix(".tmp").replace(dest)
+    slim = export_model(src, paths[0])
+    if slim["train_config"]["out_dir"] != run_dir:  # a run made with an absolute --out-dir: keep the machine's
+        slim["train_config"]["out_dir"] = run_dir    # paths out of the shipped files
+        atomic_save(slim, paths[0])
+    config = json.loads((src / "config.json").read_text())
+    config["train"]["out_dir"] = run_dir
+    paths[2].with_suffix(".tmp").write_text(json.dumps(config, indent=1) + "\n")
+    paths[2].with_suffix(".tmp").replace(paths[2])
+    shutil.copyfile(src / "history.json", paths[1].with_suffix(".tmp"))
+    paths[1].with_suffix(".tmp").replace(paths[1])
     meta = {**result["meta"], "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version(), "training_seconds": history[-1]["elapsed_seconds"],
             "final_test_accuracy": history[-1]["test_accuracy"],
