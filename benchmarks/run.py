@@ -2,8 +2,8 @@
 
     python -m benchmarks.run                        # loader, step, preset, time-to-accuracy (from results)
     python -m benchmarks.run --only loader step     # some of them
-    python -m benchmarks.run --only tta --train     # rerun the ~5-minute CPU training as well
-    python -m benchmarks.run --only seeds           # the CPU preset with seeds 1 and 2 (~10 minutes)
+    python -m benchmarks.run --only tta --train     # rerun the ~6-minute CPU training as well
+    python -m benchmarks.run --only seeds           # the CPU preset with seeds 1 and 2 (~12 minutes)
 
 Timings on a shared machine are noisy: every pair is measured in one run, interleaved and repeated,
 and the tables give the median of the per-round ratios together with the load average.
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=("loader", "step", "preset", "tta", "seeds"),
                    default=["loader", "step", "preset", "tta"])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
-                   help="seeds: train the CPU preset with these seeds too (about 5 minutes each; not in the default set)")
+                   help="seeds: train the CPU preset with these seeds too (about 6 minutes each; not in the default set)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per pair")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per round")
     p.add_argument("--loader-batch", type=int, default=512)

@@ -3,7 +3,7 @@
 The run itself is the project's command line; the book ships its history
 (``book/results/convmixer-cpu-history.json``) and a note of the machine and its load
 (``convmixer-cpu-meta.json``).  :func:`summarise` reads them; :func:`train` reruns the command
-into a temporary folder (about ten minutes on an idle 2-core machine, longer on a busy one).
+into a temporary folder (about six minutes on an idle 2-core machine, longer on a busy one).
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ horizontal flips; mixed precision.  ``TrainConfig()`` holds exactly that; ``PRES
 adds budgets that finish in minutes on a CPU.
 
     python -m convmixer.train                       # the official recipe (wants a GPU)
-    python -m convmixer.train --preset cpu          # ~10 minutes on a 2-core CPU
+    python -m convmixer.train --preset cpu          # ~6 minutes on a 2-core CPU
     python -m convmixer.train --preset tiny --out-dir runs/tiny
     python -m convmixer.train --preset tiny --out-dir runs/tiny --resume --epochs 3 ...
 
