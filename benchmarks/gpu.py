@@ -22,7 +22,10 @@ per-epoch "Time" does.
 
 It also reports the model FLOP utilisation of each side's training epochs: 6 FLOPs per
 multiply-accumulate of the forward pass, against the bf16 matrix-product rate the same card
-reaches in the same process (:func:`benchmarks.step.matmul_gflops`), and against its fp32 rate.
+reaches in the same process (:func:`benchmarks.step.matmul_gflops`), and against its fp32 rate;
+and a lower bound on the memory bandwidth each side uses: the bytes its autograd graph saves per
+step (:func:`benchmarks.step.saved_bytes_per_step`), written once and read once, against the
+card's copy rate (:func:`benchmarks.step.copy_gbytes_per_second`).
 """
 from __future__ import annotations
 
@@ -153,8 +156,10 @@ def run_library(epochs: int, device: torch.device, compile: bool, train_subset=0
                         for h in history]}
 
 
-def summarise(side: dict, gflop_per_image: float, matmul: dict, target: float = TARGET) -> dict:
-    """Time to ``target`` (cumulative wall seconds, evaluation included) and the training FLOP utilisation."""
+def summarise(side: dict, gflop_per_image: float, matmul: dict, target: float = TARGET,
+              saved_bytes: int = 0, batch: int = 512, copy: float = float("nan")) -> dict:
+    """Time to ``target`` (cumulative wall seconds, evaluation included), the training FLOP utilisation,
+    and a lower bound on the memory traffic (``saved_bytes`` written and read once per step)."""
     elapsed, reached = 0.0, None
     for h in side["history"]:
         elapsed += h["epoch_seconds"]
@@ -168,7 +173,10 @@ def summarise(side: dict, gflop_per_image: float, matmul: dict, target: float = 
             "total_seconds": elapsed, "reached_at_epoch": reached["epoch"] if reached else None,
             "seconds_to_target": reached["elapsed_seconds"] if reached else None,
             "train_images_per_second": images / train_seconds, "model_gflops_per_second": model_gflops,
-            "of_bf16_matmul": model_gflops / matmul["bf16"], "of_fp32_matmul": model_gflops / matmul["fp32"]}
+            "of_bf16_matmul": model_gflops / matmul["bf16"], "of_fp32_matmul": model_gflops / matmul["fp32"],
+            "saved_bytes_per_step": saved_bytes,
+            "min_traffic_gbytes_per_second": 2 * saved_bytes * images / train_seconds / batch / 1e9,
+            "min_traffic_of_copy": 2 * saved_bytes * images / train_seconds / batch / 1e9 / copy}
 
 
 def main(argv=None) -> int:
@@ -187,27 +195,34 @@ def main(argv=None) -> int:
         print("no CUDA device here: this benchmark needs a GPU (use --device cpu only for a smoke test)",
               file=sys.stderr)
         return 2
-    from .step import matmul_gflops, model_gflops_per_image
+    from .step import copy_gbytes_per_second, matmul_gflops, model_gflops_per_image, saved_bytes_per_step
 
     env = common.environment()
     n = 8192 if device.type == "cuda" else 512
     matmul = {"fp32": matmul_gflops(torch.float32, n, device=device),
               "bf16": matmul_gflops(torch.bfloat16, n, device=device)}
-    gflop = model_gflops_per_image(dict(dim=256, depth=8, kernel_size=5, patch_size=2))
-    print(f"{env['gpu'] or 'CPU'}: matmul {n}^3 {matmul['fp32']:.0f} GFLOP/s fp32, {matmul['bf16']:.0f} GFLOP/s bf16")
+    copy = copy_gbytes_per_second(device, mib=1024 if device.type == "cuda" else 64)
+    shape = dict(dim=256, depth=8, kernel_size=5, patch_size=2, batch=512)
+    gflop = model_gflops_per_image(shape)
+    print(f"{env['gpu'] or 'CPU'}: matmul {n}^3 {matmul['fp32']:.0f} GFLOP/s fp32, {matmul['bf16']:.0f} GFLOP/s bf16; "
+          f"copy {copy:.0f} GB/s")
     sides = {}
     if "official" in args.only:
+        saved = saved_bytes_per_step(shape, "official", "fp16" if device.type == "cuda" else "fp32", device)
         sides["official"] = summarise(run_official(args.epochs, args.workers, device, args.train_subset,
-                                                   args.test_subset), gflop, matmul)
+                                                   args.test_subset), gflop, matmul, saved_bytes=saved, copy=copy)
     if "library" in args.only:
-        sides["library"] = summarise(run_library(args.epochs, device, args.compile, args.train_subset,
-                                                 args.test_subset), gflop, matmul)
+        lib = run_library(args.epochs, device, args.compile, args.train_subset, args.test_subset)
+        precision = {"bfloat16": "bf16", "float16": "fp16"}.get(lib["precision"], "fp32")
+        saved = saved_bytes_per_step(shape, "library", precision, device)
+        sides["library"] = summarise(lib, gflop, matmul, saved_bytes=saved, copy=copy)
     for name, s in sides.items():
         to = (f"{s['target_accuracy']:.1%} after {s['seconds_to_target']:.0f} s (epoch {s['reached_at_epoch']})"
               if s["reached_at_epoch"] else f"{s['target_accuracy']:.1%} not reached")
         print(f"{name:9s} final {s['final_test_accuracy']:.4f}; {to}; {s['total_seconds']:.0f} s in all; "
               f"{s['train_images_per_second']:.0f} img/s; {s['model_gflops_per_second']:.0f} GFLOP/s = "
-              f"{s['of_bf16_matmul']:.0%} of the bf16 matmul rate")
+              f"{s['of_bf16_matmul']:.0%} of the bf16 matmul rate; at least {s['min_traffic_gbytes_per_second']:.1f} "
+              f"GB/s = {s['min_traffic_of_copy']:.0%} of the copy rate")
     if len(sides) == 2:
         o, lib = sides["official"], sides["library"]
         if o["seconds_to_target"] and lib["seconds_to_target"]:
@@ -215,7 +230,7 @@ def main(argv=None) -> int:
         print(f"whole run: library {o['total_seconds'] / lib['total_seconds']:.1f}x faster")
     result = {"benchmark": "gpu_time_to_accuracy", "command": "python -m benchmarks.gpu " + " ".join(argv or sys.argv[1:]),
               "environment": env, "recipe": README, "epochs": args.epochs, "model_gflop_per_image": gflop,
-              "matmul_gflops": matmul, "matmul_size": n, **sides}
+              "matmul_gflops": matmul, "matmul_size": n, "copy_gbytes_per_second": copy, **sides}
     if not args.no_write:
         print("wrote", common.write_json("gpu_time_to_accuracy", result).relative_to(common.REPO))
     return 0

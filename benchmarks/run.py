@@ -60,13 +60,16 @@ def bench_step(args, shape: dict, name: str, allocators: bool) -> dict:
     res = step.run(shape, repeats=args.repeats, steps=args.steps, include_allocators=allocators,
                    compile=args.compile)
     fp32 = res["matmul_gflops"]["fp32"]
+    copy = res["copy_gbytes_per_second"]
     print(table(["variant", "img/s (median)", "x official (wall)", "x official (CPU time)", "faults/step",
-                 "model GFLOP/s", "of fp32 matmul"],
+                 "model GFLOP/s", "of fp32 matmul", "min GB/s", "of copy"],
                 [[r["name"], f"{r['images_per_second_median']:.1f}", f"{r['ratio_to_official_median']:.2f}x",
                   f"{r['cpu_ratio_to_official_median']:.2f}x", f"{r['minor_faults_per_step_median']:.0f}",
-                  f"{r['model_gflops_per_second_median']:.0f}", f"{r['model_gflops_per_second_median'] / fp32:.0%}"]
+                  f"{r['model_gflops_per_second_median']:.0f}", f"{r['model_gflops_per_second_median'] / fp32:.0%}",
+                  f"{r['min_traffic_gbytes_per_second']:.1f}", f"{r['min_traffic_gbytes_per_second'] / copy:.0%}"]
                  for r in res["rows"]]))
-    print(f"fp32 matmul {fp32:.0f} GFLOP/s, bf16 matmul {res['matmul_gflops']['bf16']:.0f} GFLOP/s (2048^3, best of 10)")
+    print(f"fp32 matmul {fp32:.0f} GFLOP/s, bf16 matmul {res['matmul_gflops']['bf16']:.0f} GFLOP/s (2048^3, best of 10); "
+          f"copy {copy:.1f} GB/s (256 MiB, read + write)")
     return {"benchmark": name, "command": common.command_line(), "environment": env, **res}
 
 

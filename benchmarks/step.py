@@ -115,6 +115,59 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device="
     return 2 * n**3 / best / 1e9
 
 
+def copy_gbytes_per_second(device="cpu", mib: int = 256, repeats: int = 10) -> float:
+    """The best rate of a large tensor copy, counting the bytes read and the bytes written: the memory
+    bandwidth yardstick, as the matrix product is the arithmetic one."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    src = torch.ones(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm-up, and the pages of dst are touched
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def saved_bytes_per_step(shape: dict, impl: str = "library", precision: str = "fp32", device="cpu") -> int:
+    """Bytes the autograd graph of one training step keeps for the backward pass (activations, and
+    weights or their low-precision copies), counted once per storage.
+
+    Each is written in the forward pass and read in the backward pass, so a step moves at least
+    twice this many bytes through memory; the real step moves more (temporaries that are not
+    saved, the gradients of the activations, the optimizer's state).
+    """
+    from convmixer.model import ConvMixer
+    from convmixer.reference import official_convmixer
+
+    device = torch.device(device)
+    args = (shape["dim"], shape["depth"], shape["kernel_size"], shape["patch_size"])
+    if impl == "official":
+        model = official_convmixer(*args, n_classes=10).to(device)
+        fmt = torch.contiguous_format
+    else:
+        model = ConvMixer(dim=args[0], depth=args[1], kernel_size=args[2], patch_size=args[3], n_classes=10)
+        model = model.to(device).to(memory_format=torch.channels_last)
+        fmt = torch.channels_last
+    x = torch.randn(shape["batch"], 3, 32, 32, device=device).contiguous(memory_format=fmt)
+    y = torch.zeros(shape["batch"], dtype=torch.long, device=device)
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            nn.functional.cross_entropy(model(x), y)
+    return sum(storages.values())
+
+
 def model_gflops_per_image(shape: dict) -> float:
     """Training FLOPs per image: 3 x the forward pass (forward, and a backward twice its cost),
     2 FLOPs per multiply-accumulate (convmixer.reference.multiply_accumulates)."""
@@ -217,7 +270,9 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
 
     vs = variants(shape, include_allocators, compile)
     peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
-    log(f"  matmul 2048^3: {peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16")
+    copy = copy_gbytes_per_second()
+    log(f"  matmul 2048^3: {peak['fp32']:.0f} GFLOP/s fp32, {peak['bf16']:.0f} GFLOP/s bf16; "
+        f"copy {copy:.1f} GB/s")
     results = {v["name"]: [] for v in vs}
     for r in range(repeats):
         order = vs if r % 2 == 0 else vs[::-1]  # alternate the order too: no variant always runs first
@@ -228,12 +283,20 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
                 f"{res['minor_faults_per_step']:10.0f} faults/step")
     rows = []
     gflops = model_gflops_per_image(shape)
+    saved = {}  # (impl, precision) -> bytes kept for the backward pass
     base = results[vs[0]["name"]]
     for v in vs:
         rs = results[v["name"]]
         ratios = [a["images_per_second"] / b["images_per_second"] for a, b in zip(rs, base)]
         cpu_ratios = [b["cpu_seconds_per_step"] / a["cpu_seconds_per_step"] for a, b in zip(rs, base)]
+        impl = "official" if "--impl=official" in v["args"] else "library"
+        precision = next((a.split("=", 1)[1] for a in v["args"] if a.startswith("--precision=")), "fp32")
+        if (impl, precision) not in saved:
+            saved[impl, precision] = saved_bytes_per_step(shape, impl, precision)
+        step_seconds = median([x["step_seconds_median"] for x in rs])
         rows.append({"name": v["name"], "allocator": v["allocator"], "env": v.get("env", {}),
+                     "saved_bytes_per_step": saved[impl, precision],
+                     "min_traffic_gbytes_per_second": 2 * saved[impl, precision] / step_seconds / 1e9,
                      "args": [a for a in v["args"] if not a.startswith(("--dim", "--depth", "--kernel", "--patch",
                                                                          "--batch"))],
                      "images_per_second": [x["images_per_second"] for x in rs],
@@ -245,8 +308,11 @@ def run(shape: dict, repeats=2, steps=3, warmup=1, include_allocators=True, comp
                      "ratio_to_official": ratios, "ratio_to_official_median": median(ratios),
                      "model_gflops_per_second_median": gflops * median([x["images_per_second"] for x in rs])})
     later = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    copy = max(copy, copy_gbytes_per_second())
     return {"shape": shape, "repeats": repeats, "steps": steps, "warmup": warmup, "rows": rows,
-            "model_gflops_per_image": gflops,
+            "model_gflops_per_image": gflops, "copy_gbytes_per_second": copy,
+            "copy_note": "best of 10 copies of 256 MiB in this process, before and after the variants, bytes read "
+                         "plus bytes written; min_traffic counts each saved tensor written once and read once",
             "matmul_gflops": {k: max(peak[k], later[k]) for k in peak},  # before and after the variants
             "matmul_note": "best of 10 products of 2048 x 2048 matrices in this process, before and after the "
                            "variants; the model's rate counts 6 FLOPs per multiply-accumulate of the forward pass"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.gpu import official_epochs, summarise
-from benchmarks.step import matmul_gflops, model_gflops_per_image
+from benchmarks.step import copy_gbytes_per_second, matmul_gflops, model_gflops_per_image, saved_bytes_per_step
 from convmixer.reference import multiply_accumulates, official_convmixer
 
 
@@ -19,9 +19,20 @@ def test_model_flops_are_six_per_forward_multiply_accumulate():
     assert 0.85 < model_gflops_per_image(shape) < 0.95  # ConvMixer-256/8 at p=2: ~148M MACs per image
 
 
-def test_matmul_rate_is_a_rate():
-    rate = matmul_gflops(torch.float32, n=128, repeats=3)
-    assert math.isfinite(rate) and rate > 0.1
+def test_matmul_and_copy_rates_are_rates():
+    assert math.isfinite(rate := matmul_gflops(torch.float32, n=128, repeats=3)) and rate > 0.1
+    assert math.isfinite(rate := copy_gbytes_per_second(mib=4, repeats=3)) and rate > 0.1
+
+
+def test_saved_bytes_count_what_the_backward_pass_keeps():
+    shape = dict(dim=32, depth=2, kernel_size=3, patch_size=2, batch=8)
+    fp32 = saved_bytes_per_step(shape)
+    # the same graph as the official Sequential; a (batch, dim, 16, 16) fp32 activation is 256 KiB here
+    assert fp32 == saved_bytes_per_step(shape, impl="official")
+    assert fp32 > 2 * 6 * 8 * 32 * 16 * 16 * 4  # at least the convolution and BatchNorm inputs of both layers
+    # activations grow with the batch, the weights do not
+    assert 1.9 < saved_bytes_per_step({**shape, "batch": 16}) / fp32 < 2.0
+    assert saved_bytes_per_step(shape, precision="bf16") < 0.6 * fp32  # most saved tensors are bf16 copies
 
 
 def history(accuracies, seconds=10.0, images_per_second=100.0):
