@@ -148,7 +148,7 @@ PRESETS: dict[str, dict] = {
     # The official script's README command: ~92.5% in 25 epochs on a GPU.
     "official": {},
     # A CPU budget: over 75% test accuracy within 10 minutes of training (book/08_performance.ipynb).
-    # ConvMixer-192/6 with 4x4 patches (64 tokens instead of 256), ~9x fewer MACs than 256/8 p=2: ~550 img/s,
+    # ConvMixer-192/6 with 4x4 patches (64 tokens instead of 256), ~9x fewer MACs than 256/8 p=2: ~600 img/s,
     # about 6 minutes for 4 epochs on 2 idle Zen 4 cores (3 epochs reached 75% with one seed of three).
     # fp32 (bf16 autocast gains nothing at this width), batch 256, flips only (too few epochs for crops or
     # RandAugment to pay).
