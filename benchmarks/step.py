@@ -96,41 +96,35 @@ def measure(step, memory_format, batch, steps, warmup, seed=0) -> dict:
             "cpu_seconds_per_step": cpu / steps, "minor_faults_per_step": faults / steps, "steps": steps}
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device="cpu") -> float:
-    """The best GFLOP/s of an n x n by n x n matrix product in ``dtype``: what this machine's BLAS reaches
-    on the friendliest possible work, the yardstick for the model's FLOP rate (2 n^3 FLOPs a product)."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
-    out = torch.empty(n, n, dtype=dtype, device=device)
-    torch.mm(a, b, out=out)  # warm-up
+def best_seconds(fn, device, repeats: int) -> float:
+    """The shortest of ``repeats`` timings of ``fn()`` after one warm-up call (waiting for a GPU to finish)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    fn()
     best = float("inf")
     for _ in range(repeats):
         sync()
         t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
+        fn()
         sync()
         best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return best
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 10, device="cpu") -> float:
+    """The best GFLOP/s of an n x n by n x n matrix product in ``dtype``: what this machine's BLAS reaches
+    on the friendliest possible work, the yardstick for the model's FLOP rate (2 n^3 FLOPs a product)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b, out=out), device, repeats) / 1e9
 
 
 def copy_gbytes_per_second(device="cpu", mib: int = 256, repeats: int = 10) -> float:
     """The best rate of a large tensor copy, counting the bytes read and the bytes written: the memory
     bandwidth yardstick, as the matrix product is the arithmetic one."""
-    device = torch.device(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     src = torch.ones(mib * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
-    dst.copy_(src)  # warm-up, and the pages of dst are touched
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * src.numel() * 4 / best / 1e9
+    return 2 * src.numel() * 4 / best_seconds(lambda: dst.copy_(src), device, repeats) / 1e9
 
 
 def saved_bytes_per_step(shape: dict, impl: str = "library", precision: str = "fp32", device="cpu") -> int:

@@ -92,12 +92,11 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
     :func:`train` returned for this run).
     """
     import platform
-    import shutil
 
     import torch
     import torchvision
 
-    from convmixer.checkpoint import atomic_save
+    from convmixer.checkpoint import atomic_save, atomic_save_json
     from convmixer.train import export_model
 
     src = REPO / run_dir
@@ -111,10 +110,8 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
         atomic_save(slim, paths[0])
     config = json.loads((src / "config.json").read_text())
     config["train"]["out_dir"] = run_dir
-    paths[2].with_suffix(".tmp").write_text(json.dumps(config, indent=1) + "\n")
-    paths[2].with_suffix(".tmp").replace(paths[2])
-    shutil.copyfile(src / "history.json", paths[1].with_suffix(".tmp"))
-    paths[1].with_suffix(".tmp").replace(paths[1])
+    atomic_save_json(history, paths[1])
+    atomic_save_json(config, paths[2])
     meta = {**result["meta"], "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
             "python": platform.python_version(), "training_seconds": history[-1]["elapsed_seconds"],
             "final_test_accuracy": history[-1]["test_accuracy"],
@@ -123,7 +120,6 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
                     "then exported with convmixer.train.export_model. wall_seconds includes "
                     "start-up, data loading and the evaluation after every epoch; training_seconds is the trainer's "
                     "clock (training only)."}
-    paths[3].with_suffix(".tmp").write_text(json.dumps(meta, indent=1) + "\n")
-    paths[3].with_suffix(".tmp").replace(paths[3])
+    atomic_save_json(meta, paths[3])
     return paths
 
