@@ -2,13 +2,19 @@
 
 Chapter 4 (residual choices and normalization) uses these helpers:
 
-    VARIANTS             the six (residual, norm) pairs the library can build
-    variant_name         "spatial-batch", ... : the name of a variant's result folder
+    VARIANTS             the six (residual, norm) pairs of the first, small ablation (legacy name "both")
+    ABLATION_GRID        the eleven (residual, norm, activation) variants of the full-data ablation
+    variant_name         "spatial-batch", "spatial-batch-relu", ... : the name of a variant's result folder
     init_statistics      per-layer activation RMS and gradient norms of one model on one batch,
                          measured with forward hooks (activations) and tensor hooks (their gradients)
     average_init_statistics   the same, averaged over several random initialisations
+    init_gradient_table  one row per variant: the gradient's growth from the last layer to the first
+                         at initialisation, and the activation sizes, averaged over seeds
     load_ablation        read the ablation's ``history.json`` + ``config.json`` folders
+    ablation_architecture   the architecture every run of an ablation shares (to measure it at init)
     summarize_ablation   mean and spread over seeds of each variant's final test accuracy
+    rank_correlation     Spearman's rank correlation, to ask whether one number orders the variants
+                         as another does
 
 "Layer l" below means the token grid z_l after l ConvMixer layers, with z_0 the patch embedding's
 output, so a ConvMixer-h/d has d + 1 measured points.  The model is measured in training mode,
@@ -27,12 +33,23 @@ from torch import nn
 
 from .model import NORMS, RESIDUALS, ConvMixer
 
-VARIANTS: tuple[tuple[str, str], ...] = tuple((r, n) for r in RESIDUALS for n in NORMS)
+# The first ablation (book/results/ablation/<variant>-seed<N>/: 4,608 images, 3 epochs) had three
+# placements, under the names the library used then: "both" is the skip around the whole layer
+# (today's "whole_layer").  Kept as written so that its stored results keep their names.
+VARIANTS: tuple[tuple[str, str], ...] = tuple((r, n) for r in ("spatial", "both", "none") for n in NORMS)
+
+# The full-data ablation (benchmarks/ablation.py): every placement with each norm, plus ReLU at
+# the paper's placement with BatchNorm.  (residual, norm, activation), the paper's variant first.
+ABLATION_GRID: tuple[tuple[str, str, str], ...] = (
+    tuple((r, n, "gelu") for r in RESIDUALS for n in NORMS) + (("spatial", "batch", "relu"),))
 
 
-def variant_name(residual: str, norm: str) -> str:
-    """The folder name of a variant's runs, e.g. ``variant_name("spatial", "batch") == "spatial-batch"``."""
-    return f"{residual}-{norm}"
+def variant_name(residual: str, norm: str, activation: str = "gelu") -> str:
+    """The folder name of a variant's runs: ``"spatial-batch"``, or ``"spatial-batch-relu"`` for a non-GELU one.
+
+    The residual is named as given, so the first ablation's "both" runs keep their "both-..." names.
+    """
+    return f"{residual}-{norm}" if activation == "gelu" else f"{residual}-{norm}-{activation}"
 
 
 def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
@@ -86,6 +103,25 @@ def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor
     }
 
 
+def _init_runs(images: torch.Tensor, labels: torch.Tensor, seeds: Iterable[int], channels_last: bool,
+               **model_kwargs) -> list[dict[str, list[float]]]:
+    """``init_statistics`` of a fresh ``ConvMixer(**model_kwargs)`` for each seed."""
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    runs = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = ConvMixer(**model_kwargs)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        runs.append(init_statistics(model, images, labels))
+    return runs
+
+
+def _geometric_mean(values: Iterable[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
 def average_init_statistics(images: torch.Tensor, labels: torch.Tensor, seeds: Iterable[int] = (0, 1, 2),
                             channels_last: bool = True, **model_kwargs) -> dict[str, dict[str, list[float]]]:
     """``init_statistics`` of ``ConvMixer(**model_kwargs)`` for each seed, summarised per layer.
@@ -96,23 +132,94 @@ def average_init_statistics(images: torch.Tensor, labels: torch.Tensor, seeds: I
     ``channels_last`` only changes the memory layout (the depthwise convolution's backward pass is
     several times faster that way on a CPU), not the function computed.
     """
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    runs = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        model = ConvMixer(**model_kwargs)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        runs.append(init_statistics(model, images, labels))
+    runs = _init_runs(images, labels, seeds, channels_last, **model_kwargs)
     summary = {}
     for key in runs[0]:
         per_layer = list(zip(*(run[key] for run in runs)))
         geometric = key.endswith("grad_norm")
-        mean = [math.exp(statistics.fmean(math.log(v) for v in vals)) if geometric else statistics.fmean(vals)
-                for vals in per_layer]
+        mean = [_geometric_mean(vals) if geometric else statistics.fmean(vals) for vals in per_layer]
         summary[key] = {"mean": mean, "min": [min(v) for v in per_layer], "max": [max(v) for v in per_layer]}
     return summary
+
+
+def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
+                        variants: Sequence[tuple[str, str, str]] = ABLATION_GRID, seeds: Iterable[int] = (0, 1, 2),
+                        channels_last: bool = True, **architecture) -> list[dict]:
+    """What each variant's gradient does at initialisation, one row per variant, for a chapter to print.
+
+    ``architecture`` fixes everything but the variant (``dim``, ``depth``, ``kernel_size``,
+    ``patch_size``; e.g. ``ablation_architecture(runs)``, so that the measurement is made at the
+    depth the ablation trained).  Each variant is measured with :func:`init_statistics` on the same
+    batch for each seed; a row holds
+
+    ``variant``, ``residual``, ``norm``, ``activation``
+    ``loss``              initial cross-entropy, mean over seeds (ln 10 = 2.30 for uniform guesses)
+    ``rms_first``, ``rms_last``   RMS(z_0) and RMS(z_d), mean over seeds
+    ``grad_first``, ``grad_last`` ||dL/dz_0|| and ||dL/dz_d||, geometric mean over seeds
+    ``growth``            ||dL/dz_0|| / ||dL/dz_d||: how much the gradient grows on its way back
+                          through the d layers (geometric mean over seeds of each seed's ratio)
+    ``growth_min``, ``growth_max``  the range of that ratio over the seeds
+    ``growth_per_layer``  growth ** (1 / d), the average factor per layer
+    ``weight_grad_first``, ``weight_grad_last``  ||dL/dtheta|| of the first ConvMixer layer (l = 1)
+                          and of the last (l = d), geometric mean over seeds
+
+    These are properties of the untrained network on one batch; whether they predict how well a
+    variant trains is a separate question (see :func:`rank_correlation`).
+    """
+    seeds = tuple(seeds)
+    depth = architecture.get("depth", 8)
+    rows = []
+    for residual, norm, activation in variants:
+        runs = _init_runs(images, labels, seeds, channels_last, residual=residual, norm=norm,
+                          activation=activation, **architecture)
+        growths = [run["grad_norm"][0] / run["grad_norm"][-1] for run in runs]
+        growth = _geometric_mean(growths)
+        rows.append({
+            "variant": variant_name(residual, norm, activation), "residual": residual, "norm": norm,
+            "activation": activation,
+            "loss": statistics.fmean(run["loss"][0] for run in runs),
+            "rms_first": statistics.fmean(run["activation_rms"][0] for run in runs),
+            "rms_last": statistics.fmean(run["activation_rms"][-1] for run in runs),
+            "grad_first": _geometric_mean(run["grad_norm"][0] for run in runs),
+            "grad_last": _geometric_mean(run["grad_norm"][-1] for run in runs),
+            "growth": growth, "growth_min": min(growths), "growth_max": max(growths),
+            "growth_per_layer": growth ** (1 / depth),
+            "weight_grad_first": _geometric_mean(run["weight_grad_norm"][1] for run in runs),
+            "weight_grad_last": _geometric_mean(run["weight_grad_norm"][-1] for run in runs),
+        })
+    return rows
+
+
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties get their average rank).
+
+    +1: ``ys`` orders the items exactly as ``xs`` does; -1: exactly the reverse; near 0: no
+    monotone relation.  With eleven variants, |rho| must exceed about 0.6 before chance is an
+    unlikely explanation (two-sided 5% critical value for n = 11: 0.618).
+    """
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError(f"need two sequences of equal length >= 2, got {len(xs)} and {len(ys)}")
+
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        r = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for m in range(i, j + 1):
+                r[order[m]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    rx, ry = ranks(list(xs)), ranks(list(ys))
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    if var == 0:
+        raise ValueError("rank correlation is undefined when one sequence is constant")
+    return cov / var
 
 
 # --------------------------------------------------------------------------- ablation results
@@ -120,11 +227,16 @@ def average_init_statistics(images: torch.Tensor, labels: torch.Tensor, seeds: I
 def load_ablation(folder: str | Path) -> list[dict]:
     """Every run under ``folder``: one sub-folder per run holding ``history.json`` and ``config.json``.
 
-    Each run is returned as a dict with ``name`` (the folder's name), ``residual``, ``norm``,
-    ``variant`` (``variant_name``), ``seed``, ``history`` (the trainer's list of per-epoch records)
-    and ``config`` (the trainer's ``config.json``: ``train``, ``model``, ``hardware``, ``torch``).
-    Runs are sorted by variant, in the order of ``VARIANTS``, then by seed.
+    Each run is returned as a dict with ``name`` (the folder's name), ``residual`` (as stored: the
+    first ablation's runs say "both"), ``placement`` (its current name: "whole_layer" for those),
+    ``norm``, ``activation``, ``variant`` (``variant_name``), ``seed``, ``history`` (the trainer's
+    list of per-epoch records) and ``config`` (the trainer's ``config.json``: ``train``, ``model``,
+    ``hardware``, ``torch``).  Sub-folders without a ``history.json`` (such as the full-data grid's
+    folder inside the first ablation's) are not runs and are skipped.  Runs are sorted by variant,
+    in the order of ``VARIANTS`` and then ``ABLATION_GRID`` (others after, by name), then by seed.
     """
+    from .model import canonical_residual
+
     runs = []
     for run_dir in sorted(Path(folder).iterdir()):
         if not (run_dir / "history.json").is_file():
@@ -132,27 +244,45 @@ def load_ablation(folder: str | Path) -> list[dict]:
         history = json.loads((run_dir / "history.json").read_text())
         config = json.loads((run_dir / "config.json").read_text())
         model = config["model"]
-        runs.append({"name": run_dir.name, "residual": model["residual"], "norm": model["norm"],
-                     "variant": variant_name(model["residual"], model["norm"]),
+        activation = model.get("activation", "gelu")
+        runs.append({"name": run_dir.name, "residual": model["residual"],
+                     "placement": canonical_residual(model["residual"]), "norm": model["norm"],
+                     "activation": activation, "variant": variant_name(model["residual"], model["norm"], activation),
                      "seed": config["train"]["seed"], "history": history, "config": config})
-    order = {variant_name(*v): i for i, v in enumerate(VARIANTS)}
-    return sorted(runs, key=lambda r: (order[r["variant"]], r["seed"]))
+    return sorted(runs, key=lambda r: (*_variant_order(r["variant"]), r["seed"]))
+
+
+def _variant_order(name: str) -> tuple[int, str]:
+    known = [variant_name(r, n) for r, n in VARIANTS] + [variant_name(*v) for v in ABLATION_GRID]
+    return (known.index(name), "") if name in known else (len(known), name)
+
+
+def ablation_architecture(runs: Sequence[dict]) -> dict:
+    """The model settings every run shares (``dim``, ``depth``, ``kernel_size``, ``patch_size``, ...),
+    without the ones the ablation varies (``residual``, ``norm``, ``activation``).
+
+    Raises ``ValueError`` if the runs disagree: then there is no single architecture to measure.
+    """
+    varied = {"residual", "norm", "activation"}
+    shared = [{k: v for k, v in r["config"]["model"].items() if k not in varied} for r in runs]
+    if not shared or any(s != shared[0] for s in shared):
+        raise ValueError("the runs do not share one architecture" if shared else "no runs")
+    return shared[0]
 
 
 def summarize_ablation(runs: Sequence[dict], metric: str = "test_accuracy") -> list[dict]:
     """Per variant: the seeds, the final-epoch ``metric`` of each, their mean, and their spread.
 
-    ``spread`` is the sample standard deviation over seeds (0.0 for a single seed); with two or
-    three seeds it is a rough indication of run-to-run noise, not a confidence interval.
+    Variants come in the order of ``runs`` (``load_ablation``'s order).  ``spread`` is the sample
+    standard deviation over seeds (0.0 for a single seed); with two or three seeds it is a rough
+    indication of run-to-run noise, not a confidence interval.
     """
     rows = []
-    for residual, norm in VARIANTS:
-        name = variant_name(residual, norm)
+    for name in dict.fromkeys(r["variant"] for r in runs):
         mine = [r for r in runs if r["variant"] == name]
-        if not mine:
-            continue
         finals = [r["history"][-1][metric] for r in mine]
-        rows.append({"variant": name, "residual": residual, "norm": norm,
+        rows.append({"variant": name, "residual": mine[0]["residual"], "placement": mine[0]["placement"],
+                     "norm": mine[0]["norm"], "activation": mine[0]["activation"],
                      "seeds": [r["seed"] for r in mine], "finals": finals,
                      "mean": statistics.fmean(finals),
                      "spread": statistics.stdev(finals) if len(finals) > 1 else 0.0,

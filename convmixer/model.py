@@ -15,7 +15,8 @@ For an input of C x H x W the network computes::
     logits  = Linear(GlobalAvgPool(z_d))
 
 with sigma = GELU.  ``ConvMixer()`` at its defaults is exactly that network; the
-``activation``, ``residual`` and ``norm`` arguments exist for the book's ablations.
+``activation``, ``residual`` and ``norm`` arguments exist for the book's ablations
+(``residual`` moves the skip connection: see :class:`ConvMixerLayer`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
-RESIDUALS = ("spatial", "both", "none")
+# Where a layer's skip connection goes (formulas in ConvMixerLayer's docstring).
+RESIDUALS = ("spatial", "channel", "two_skips", "whole_layer", "none")
+# Names older versions wrote into configs and checkpoints, and the placement they meant.  Until
+# the five placements existed, "both" was the library's name for the skip around the whole layer
+# (not two skips); it is still accepted and still means exactly that, so old files load unchanged.
+LEGACY_RESIDUALS = {"both": "whole_layer"}
+RESIDUAL_NAMES = RESIDUALS + tuple(LEGACY_RESIDUALS)  # every name a config may hold
 NORMS = ("batch", "layer")
 
 
@@ -49,6 +56,14 @@ class ChannelLayerNorm(nn.Module):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
+
+
+def canonical_residual(name: str) -> str:
+    """The placement a residual name means: itself, or for a legacy name its current one ("both" -> "whole_layer")."""
+    if name not in RESIDUAL_NAMES:
+        raise ValueError(f"residual must be one of {RESIDUALS} (or the legacy name 'both' = 'whole_layer'), "
+                         f"got {name!r}")
+    return LEGACY_RESIDUALS.get(name, name)
 
 
 def make_norm(kind: str, h: int) -> nn.Module:
@@ -124,29 +139,39 @@ class ChannelMixing(nn.Module):
 
 
 class ConvMixerLayer(nn.Module):
-    """One ConvMixer layer: spatial mixing, then channel mixing.
+    """One ConvMixer layer: spatial mixing S, then channel mixing C.
 
-    ``residual`` places the skip connection::
+    ``residual`` places the skip connection (z: the layer's input, out: its output)::
 
-      "spatial"  z' = Spatial(z) + z;  out = Channel(z')          (the paper's)
-      "both"     out = Channel(Spatial(z)) + z
-      "none"     out = Channel(Spatial(z))
+      "spatial"      z' = z + S(z);  out = C(z')          the paper's: a skip around S only
+      "channel"      z' = S(z);      out = z' + C(z')     a skip around C only
+      "two_skips"    z' = z + S(z);  out = z' + C(z')     a skip around each of S and C
+      "whole_layer"  out = z + C(S(z))                    one skip around the whole layer
+      "none"         out = C(S(z))                        no skip
+
+    The legacy name "both" (what the library called "whole_layer" before there were five) is
+    accepted and means "whole_layer".  No placement adds parameters: a skip is a plain sum.
     """
 
     def __init__(self, h: int, k: int, activation: str = "gelu", norm: str = "batch", residual: str = "spatial"):
         super().__init__()
-        if residual not in RESIDUALS:
-            raise ValueError(f"residual must be one of {RESIDUALS}, got {residual!r}")
-        self.residual = residual
+        self.residual = canonical_residual(residual)
         self.spatial = SpatialMixing(h, k, activation, norm)
         self.channel = ChannelMixing(h, activation, norm)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        S, C = self.spatial, self.channel
         if self.residual == "spatial":
-            return self.channel(self.spatial(z) + z)
-        if self.residual == "both":
-            return self.channel(self.spatial(z)) + z
-        return self.channel(self.spatial(z))
+            return C(z + S(z))
+        if self.residual == "channel":
+            z1 = S(z)
+            return z1 + C(z1)
+        if self.residual == "two_skips":
+            z1 = z + S(z)
+            return z1 + C(z1)
+        if self.residual == "whole_layer":
+            return z + C(S(z))
+        return C(S(z))
 
 
 @dataclass(frozen=True)
@@ -175,10 +200,18 @@ class ConvMixerConfig:
             )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.residual not in RESIDUALS:
-            raise ValueError(f"residual must be one of {RESIDUALS}, got {self.residual!r}")
+        canonical_residual(self.residual)  # raises for an unknown name
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+
+    @property
+    def placement(self) -> str:
+        """The residual placement, by its current name (a stored legacy "both" reads "whole_layer").
+
+        ``residual`` itself keeps the name the config was made with, so that a file written with
+        "both" compares equal to its own reloaded config (resuming such a run needs no renaming).
+        """
+        return canonical_residual(self.residual)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -258,7 +291,7 @@ def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_c
         total = h (C p^2 + 3) + d (h^2 + h k^2 + 6h) + n (h + 1).
 
     The h^2 term dominates: channel mixing holds most of the parameters.
-    Both norms (BatchNorm and the channel LayerNorm) have 2h parameters.
+    Both norms (BatchNorm and the channel LayerNorm) have 2h parameters; the residual placement adds none.
     """
     h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
     return h * (c * p * p + 3) + d * (h * h + h * k * k + 6 * h) + n * (h + 1)

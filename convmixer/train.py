@@ -18,8 +18,12 @@ and reaches the same weights as a run that was never interrupted.
 
 Under ``torchrun`` the same command trains data-parallel (DistributedDataParallel): every
 process draws the same global batch of ``--batch-size`` images, keeps its own 1/world share,
-and gradients are averaged across processes; BatchNorm is synchronised on GPUs
-(``--sync-bn``); metrics are reduced and rank 0 alone writes files and prints.
+and gradients are averaged across processes; metrics are reduced and rank 0 alone writes files and
+prints.  BatchNorm keeps per-GPU statistics unless ``--sync-bn`` (64 images per GPU for 512/8 are
+plenty, and SyncBatchNorm waits for the host in each of ConvMixer-256/8's 17 BatchNorm layers every
+step).  Rank 0 fetches CIFAR-10 first; ``--resume`` reads rank 0's ``last.pt`` and sends it to the
+other processes, so on several machines only the first needs the run folder.  A stop signal
+(Ctrl-C, SIGTERM) stops every process at the same step, the next ``--log-every`` point.
 
     torchrun --standalone --nproc_per_node 8 -m convmixer.train            # one machine, 8 GPUs
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \
@@ -28,11 +32,8 @@ and gradients are averaged across processes; BatchNorm is synchronised on GPUs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
-import platform
-import random
 import signal
 import sys
 import time
@@ -46,9 +47,10 @@ from .augment import CROPS, Augment
 from .checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_save_json, check_architecture,
                          config_differences, load_checkpoint)
 from .data import BatchLoader, load_cifar10
-from .model import ConvMixer, ConvMixerConfig
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .model import RESIDUAL_NAMES, ConvMixer, ConvMixerConfig
+from .runtime import (DTYPES, PRECISIONS, Distributed, autocast_dtype, choose_precision, cpu_name,  # noqa: F401
+                      hardware_name, keep_freed_memory, native_bf16, resolve_device, seed_everything,
+                      shutdown_distributed, use_fused_adamw)
 
 
 def _opt(default, help: str, **kw):
@@ -65,7 +67,7 @@ class TrainConfig:
     kernel_size: int = _opt(5, "depthwise kernel size k (odd)")
     patch_size: int = _opt(2, "patch size p")
     activation: str = _opt("gelu", "activation", choices=("gelu", "relu"))
-    residual: str = _opt("spatial", "residual placement", choices=("spatial", "both", "none"))
+    residual: str = _opt("spatial", "residual placement", choices=RESIDUAL_NAMES)
     norm: str = _opt("batch", "normalization", choices=("batch", "layer"))
     n_classes: int = _opt(10, "classes (10 for CIFAR-10; the folder's class count for --dataset imagefolder)")
     # data
@@ -95,7 +97,9 @@ class TrainConfig:
     clip_norm: float = _opt(0.0, "clip the gradient norm to this value (0: off)")
     # execution
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto")
-    precision: str = _opt("auto", "auto: bf16 (else fp16) autocast on CUDA, fp32 on CPU", choices=PRECISIONS)
+    precision: str = _opt("auto", "auto: bf16 autocast on GPUs that run it natively (compute capability 8.0+: A100, "
+                          "H100, RTX 30xx+), fp16 autocast with a loss scaler on older GPUs (T4, V100), fp32 on a CPU",
+                          choices=PRECISIONS)
     channels_last: bool = _opt(True, "channels_last memory format")
     compile: bool = _opt(False, "torch.compile the model")
     threads: int = _opt(0, "CPU threads for torch (0: torch's default)")
@@ -103,7 +107,9 @@ class TrainConfig:
     out_dir: str = _opt("runs/convmixer", "folder for last.pt, history.json, config.json")
     resume: bool = _opt(False, "continue from OUT_DIR/last.pt")
     log_every: int = _opt(50, "check the loss and report progress every this many steps")
-    sync_bn: bool = _opt(True, "synchronise BatchNorm statistics across processes under torchrun (GPU only)")
+    sync_bn: bool = _opt(False, "synchronise BatchNorm statistics across processes under torchrun (GPU only; "
+                         "off: each GPU's share of the batch has its own statistics, as in the official script's "
+                         "DataParallel, and PyTorch's SyncBatchNorm waits for the host in every BatchNorm layer)")
 
     def __post_init__(self):
         self.model_config()  # validates the architecture fields
@@ -141,8 +147,9 @@ class TrainConfig:
 
 
 # Fields that may change between an interrupted run and its resumption without changing the result.
+# A precision change is allowed too, with a note (a run moved from an A100 to a T4 continues in fp16).
 RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device", "sync_bn",
-                  "workers"}
+                  "workers", "precision"}
 
 PRESETS: dict[str, dict] = {
     # The official script's README command: ~92.5% in 25 epochs on a GPU.
@@ -183,79 +190,12 @@ def one_cycle_lr(t: float, epochs: float, lr_max: float) -> float:
     return 0.0
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} asked for CUDA, but no CUDA device is available; use --device cpu")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 def subset(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
     """A seeded random subset of n examples (all of them when n is 0)."""
     if n == 0 or n >= len(images):
         return images, labels
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images[idx], labels[idx]
-
-
-def cpu_name() -> str:
-    """The processor's model name ("AMD EPYC", ...), from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {torch.get_num_threads()} threads"
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory instead of returning it to the kernel (CPU training).
-
-    glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh ``mmap`` calls and
-    unmaps them on free, so a training step whose activations are that large (256 x 16 x 16
-    fp32 at batch 128 is exactly 32 MiB) page-faults its memory in again on every step.
-    ``M_MMAP_MAX = 0`` serves every block from the heap and ``M_TRIM_THRESHOLD = 1 GiB`` stops
-    the heap from shrinking: the second step reuses the first one's pages.  Measured here
-    (book/08_performance): 1.7x faster fp32 steps for ConvMixer-256/8.  The price is that the
-    process keeps its peak memory.  Returns False where there is no glibc.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 @torch.no_grad()
@@ -310,52 +250,24 @@ def export_model(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     return slim
 
 
-class Distributed:
-    """This process's place in a ``torchrun`` launch (world size 1 without one).
-
-    ``shard`` keeps this rank's contiguous 1/world slice of a batch; with equal slices the
-    gradient DDP averages is exactly the gradient of the whole batch's mean loss.
-    """
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-        self.is_main = self.rank == 0
-
-    def init(self, device: torch.device) -> None:
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-
-    def device(self, name: str) -> torch.device:
-        device = resolve_device(name)
-        if self.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(device)
-        return device
-
-    def shard(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return t
-        n = len(t) // self.world
-        if n * self.world != len(t):  # the last test batch: share it unevenly but completely
-            return t.tensor_split(self.world)[self.rank]
-        return t[self.rank * n:(self.rank + 1) * n]
-
-    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
-        if self.enabled:
-            torch.distributed.all_reduce(t)
-        return t
-
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
-
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def saved_precision(ckpt: dict) -> str | None:
+    """The precision a checkpoint was trained in ("fp32", "bf16", "fp16"), or None when it cannot tell.
+
+    Checkpoints written before the field existed tell by their flags, by their loss scaler (only
+    fp16 runs have one) and by their hardware (a CPU's name ends in "threads"; auto meant fp32 there).
+    """
+    if ckpt.get("precision") in DTYPES:
+        return ckpt["precision"]
+    asked = ckpt.get("train_config", {}).get("precision", "auto")
+    if asked != "auto":
+        return asked
+    if ckpt.get("scaler"):
+        return "fp16"
+    return "fp32" if str(ckpt.get("hardware", "")).endswith("threads") else None
 
 
 class Trainer:
@@ -365,8 +277,9 @@ class Trainer:
     BatchNorm statistics, epoch and step, metric history) is exactly what ``last.pt`` holds.
     """
 
-    def __init__(self, cfg: TrainConfig, screen: bool = True):
+    def __init__(self, cfg: TrainConfig, screen: bool = True, progress: str | None = None):
         self.cfg, self.screen = cfg, screen
+        self.progress_mode = progress  # None: chosen in fit() from where stdout goes (convmixer.track)
         self.out_dir = Path(cfg.out_dir)
         self.ckpt_path = self.out_dir / "last.pt"
         if self.ckpt_path.exists() and not cfg.resume:
@@ -381,29 +294,44 @@ class Trainer:
         self.dist.init(self.device)
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
-        self.dtype = autocast_dtype(cfg.precision, self.device)
+        self.precision = choose_precision(cfg.precision, self.device)
+        self.dtype = DTYPES[self.precision]
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: time cuDNN's algorithms once, keep the fastest
+            if self.precision == "bf16" and not native_bf16(self.device) and self.dist.is_main:
+                print(f"note: {hardware_name(self.device)} has no native bf16 (compute capability below 8.0): "
+                      f"--precision bf16 runs slow fallback kernels; --precision auto picks fp16", file=sys.stderr)
         seed_everything(cfg.seed)
         self.model = ConvMixer(**cfg.model_config().to_dict()).to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.step_model = self.model
         if self.dist.enabled:
-            if cfg.sync_bn and self.device.type == "cuda":
+            sync_bn = cfg.sync_bn and self.device.type == "cuda"
+            if sync_bn:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            self.step_model = nn.parallel.DistributedDataParallel(self.model)
+            # Synchronised statistics are the same on every rank: no buffer broadcast before each forward.
+            self.step_model = nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=not sync_bn)
         if cfg.compile:
             self.step_model = torch.compile(self.step_model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay,
+                                           fused=use_fused_adamw(self.device) or None)
 
         self.train_loader, self.test_loader = self._loaders()
         self.epoch, self.step, self.history = 0, 0, []
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        if cfg.resume and self.ckpt_path.exists():
-            self._restore(load_checkpoint(self.ckpt_path, self.device))
-        elif cfg.resume and self.dist.is_main:
-            print(f"note: --resume found no {self.ckpt_path}; starting a new run there", file=sys.stderr)
+        if cfg.resume:
+            # Onto the CPU: load_state_dict moves weights and moments to the device, and leaves AdamW's
+            # step counters where the optimizer keeps them (a GPU copy would be read back every step).
+            # Under torchrun rank 0 reads the file and sends it to the others.
+            ckpt = self.dist.from_main(lambda: load_checkpoint(self.ckpt_path, "cpu")
+                                       if self.ckpt_path.exists() else None)
+            if ckpt is not None:
+                self._restore(ckpt)
+            elif self.dist.is_main:
+                print(f"note: --resume found no {self.ckpt_path}; starting a new run there", file=sys.stderr)
 
     def _loaders(self):
         cfg = self.cfg
@@ -413,13 +341,14 @@ class Trainer:
             train, test, classes = imagefolder_loaders(
                 cfg.data_root, cfg.batch_size, device=self.device, image_size=cfg.image_size, workers=cfg.workers,
                 seed=cfg.seed, ra_n=cfg.ra_n, ra_m=cfg.ra_m, erase_p=cfg.erase_p, scale_min=cfg.scale_min, mixup=cfg.mixup, cutmix=cfg.cutmix,
-                world=self.dist.world, rank=self.dist.rank)
+                world=self.dist.world, rank=self.dist.rank, channels_last=cfg.channels_last)
             if len(classes) != cfg.n_classes:
                 raise ValueError(f"{cfg.data_root} holds {len(classes)} classes; pass --n-classes {len(classes)}")
         else:
             root = cfg.data_root or None
-            xtr, ytr = subset(*load_cifar10("train", root), cfg.train_subset, cfg.seed)
-            xte, yte = subset(*load_cifar10("test", root), cfg.test_subset, cfg.seed)
+            with self.dist.main_first():  # one download and one cache file, by rank 0, on a first run
+                xtr, ytr = subset(*load_cifar10("train", root), cfg.train_subset, cfg.seed)
+                xte, yte = subset(*load_cifar10("test", root), cfg.test_subset, cfg.seed)
             train = BatchLoader(xtr, ytr, cfg.batch_size, train=True, augment=cfg.augment(),
                                 device=self.device, seed=cfg.seed, channels_last=cfg.channels_last)
             test = BatchLoader(xte, yte, max(cfg.batch_size, 500), train=False, device=self.device,
@@ -437,6 +366,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "precision": self.precision,
             "epoch": self.epoch,
             "step": self.step,
             "partial": dict(self.partial),
@@ -470,7 +400,15 @@ class Trainer:
                                   + ". Resume with the same flags, or start a new run in another --out-dir.")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        saved = saved_precision(ckpt)
+        if saved is not None and saved != self.precision and self.dist.is_main:
+            how = ("--precision auto means " + self.precision + f" on {hardware_name(self.device)}"
+                   if self.cfg.precision == "auto" else f"--precision {self.cfg.precision}")
+            print(f"note: {self.ckpt_path} was trained in {saved}; it continues in {self.precision} ({how})"
+                  + (", with a fresh loss scale" if self.precision == "fp16" else "")
+                  + f". Pass --precision {saved} to keep {saved}.", file=sys.stderr)
+        if ckpt.get("scaler") and self.scaler.is_enabled():  # an fp16 run's scale; empty from bf16/fp32 runs
+            self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.step = ckpt["epoch"], ckpt["step"]
         self.partial, self.history = dict(ckpt["partial"]), list(ckpt["history"])
 
@@ -493,32 +431,36 @@ class Trainer:
     def fit(self) -> list[dict]:
         """Train the remaining epochs; returns the history (one dict per epoch).
 
-        Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current step: the checkpoint
-        then describes exactly the steps taken, so ``--resume`` continues as if never stopped.
-        A second signal stops at once.
+        Ctrl-C (SIGINT) or SIGTERM asks the run to stop after the current step (under torchrun:
+        every process at the same step, the next log point): the checkpoint then describes exactly
+        the steps taken, so ``--resume`` continues as if never stopped.  A second signal stops at once.
+
+        Progress goes to stdout as :func:`convmixer.track.display_mode` finds it: labml's live
+        display in a terminal, a block updated in place in a notebook, plain lines otherwise.
         """
-        from .track import monit, start_run, tracker
+        from .track import Progress, display_mode
 
         cfg, n_steps = self.cfg, len(self.train_loader)
-        self._stop = None
+        mode = "off" if not (self.screen and self.dist.is_main) else self.progress_mode or display_mode()
+        self.progress = progress = Progress(mode, self.out_dir / "logs", cfg.to_dict(), track=self.dist.is_main)
+        self._stop, self._stop_time = None, 0.0
         handlers = self._install_signal_handlers()
         try:
-            run = start_run("convmixer", self.out_dir / "logs", cfg.to_dict(), screen=self.screen) \
-                if self.dist.is_main else contextlib.nullcontext()
-            with run:
-                for epoch in monit.loop(range(self.epoch, cfg.epochs)):
+            with progress:
+                progress.start(self.describe())
+                for done, epoch in enumerate(progress.epochs(range(self.epoch, cfg.epochs)), 1):
                     self.epoch = epoch
-                    self._train_epoch(epoch, n_steps, monit)
-                    record = self._end_epoch(epoch)
-                    tracker.save(epoch, {k: v for k, v in record.items() if k != "epoch"})
+                    self._train_epoch(epoch, n_steps, progress)
+                    progress.epoch_done(self._end_epoch(epoch), cfg.epochs, done)
         except KeyboardInterrupt:
             if self._stop == "abort":  # a second signal may land mid-step: keep the last consistent file
                 print(f"\nStopped at once; {self.ckpt_path} holds the state of its last save. "
                       f"Continue with the same flags plus --resume.", file=sys.stderr)
                 raise
             self.save()
-            print(f"\nInterrupted at epoch {self.epoch}, step {self.step}/{n_steps}; saved {self.ckpt_path}. "
-                  f"Continue with the same flags plus --resume.", file=sys.stderr)
+            if self.dist.is_main:
+                print(f"\nInterrupted at epoch {self.epoch}, step {self.step}/{n_steps}; saved {self.ckpt_path}. "
+                      f"Continue with the same flags plus --resume.", file=sys.stderr)
             raise
         finally:
             for sig, handler in handlers.items():
@@ -533,19 +475,33 @@ class Trainer:
 
         def request_stop(signum, frame):
             if self._stop is not None:
+                # torchrun passes a terminal's Ctrl-C on to its workers as SIGTERM: under torchrun a
+                # second signal within a few seconds is the same request, not a second one.
+                if self.dist.enabled and time.monotonic() - self._stop_time < 5:
+                    return
                 self._stop = "abort"
                 raise KeyboardInterrupt(f"signal {signum}")
-            self._stop = signum
+            self._stop, self._stop_time = signum, time.monotonic()
 
         return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _train_epoch(self, epoch: int, n_steps: int, monit) -> None:
+    def describe(self) -> str:
+        """The line a run starts with: model, parameters, device and precision, epochs, run folder."""
+        cfg = self.cfg
+        return (f"ConvMixer-{cfg.dim}/{cfg.depth} (k={cfg.kernel_size}, p={cfg.patch_size}), "
+                f"{self.model.num_parameters():,} parameters, on {hardware_name(self.device)}"
+                f"{f' x {self.dist.world} processes' if self.dist.enabled else ''}, {self.precision}; "
+                f"epochs {self.epoch}..{cfg.epochs}, writing to {cfg.out_dir}")
+
+    def _train_epoch(self, epoch: int, n_steps: int, progress) -> None:
+        """One epoch's steps.  Nothing here waits for the device between log points: the loss,
+        hits and first non-finite step stay on the device until ``_log_point``."""
         self.model.train()
         self.train_loader.set_epoch(epoch)
         self._acc = self._zero_accumulators()
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         skip = self.step
-        for i, (x, y) in monit.enum("train", self.train_loader):
+        for i, (x, y) in progress.steps(self.train_loader):
             if i < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
             lr = one_cycle_lr(epoch + (i + 1) / n_steps, self.cfg.epochs, self.cfg.lr_max)
@@ -559,11 +515,14 @@ class Trainer:
             self._acc["correct"] += hits
             self._acc["seen"] += len(y)
             self.step = i + 1
-            if self.step % self.cfg.log_every == 0 or self.step == n_steps or self._stop is not None:
-                self._check_finite(first_bad, n_steps)
-                self._flush()
-            if self._stop is not None:
-                raise KeyboardInterrupt(f"signal {self._stop}")
+            # One process stops as soon as it is asked; processes of a launch agree at log points.
+            stop_here = self._stop is not None and not self.dist.enabled
+            if self.step % self.cfg.log_every == 0 or self.step == n_steps or stop_here:
+                stop = self._log_point(first_bad, n_steps)
+                progress.step(epoch, self.cfg.epochs, self.step, n_steps,
+                              self.partial["loss_sum"] / max(self.partial["seen"], 1))
+                if stop:
+                    raise KeyboardInterrupt(f"signal {self._stop}")
 
     def _zero_accumulators(self) -> dict:
         return {"loss_sum": torch.zeros((), device=self.device),
@@ -582,9 +541,19 @@ class Trainer:
         p["seconds"] += time.perf_counter() - acc["start"]
         self._acc = self._zero_accumulators()
 
+    def _log_point(self, first_bad: torch.Tensor, n_steps: int) -> bool:
+        """Check the loss, move the running sums to the host, and say whether to stop (all ranks agree)."""
+        self._check_finite(first_bad, n_steps)
+        self._flush()
+        return self._stop is not None
+
     def _check_finite(self, first_bad: torch.Tensor, n_steps: int) -> None:
-        if self.dist.enabled:  # every process must stop together
-            torch.distributed.all_reduce(first_bad, op=torch.distributed.ReduceOp.MAX)
+        if self.dist.enabled:  # every process must stop together, for a bad loss or a stop signal
+            flags = torch.stack([first_bad, torch.tensor(int(self._stop is not None), device=self.device)])
+            self.dist.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            first_bad = flags[0]
+            if flags[1] and self._stop is None:  # another process was asked to stop
+                self._stop = "from another process"
         bad = int(first_bad)
         if bad >= 0:
             raise NonFiniteLoss(
@@ -617,9 +586,15 @@ class Trainer:
 
 
 def train(cfg: TrainConfig | None = None, screen: bool = True, **overrides) -> list[dict]:
-    """Run (or resume) a training run and return its history: ``train(preset_config("tiny"), epochs=3)``."""
+    """Run (or resume) a training run and return its history: ``train(preset_config("tiny"), epochs=3)``.
+
+    ``screen=False`` shows nothing; otherwise progress suits the place it is shown (see ``Trainer.fit``).
+    """
     cfg = dataclasses.replace(cfg or TrainConfig(), **overrides)
-    return Trainer(cfg, screen=screen).fit()
+    try:
+        return Trainer(cfg, screen=screen).fit()
+    finally:
+        shutdown_distributed()
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:
@@ -666,19 +641,17 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     try:
         trainer = Trainer(cfg)
-        say = print if trainer.dist.is_main else (lambda *a, **k: None)
-        say(f"ConvMixer-{cfg.dim}/{cfg.depth} (k={cfg.kernel_size}, p={cfg.patch_size}), "
-              f"{trainer.model.num_parameters():,} parameters, on {hardware_name(trainer.device)}; "
-              f"epochs {trainer.epoch}..{cfg.epochs}, writing to {cfg.out_dir}", flush=True)
         history = trainer.fit()
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError, NonFiniteLoss) as e:
         print(f"python -m convmixer.train: error: {e}", file=sys.stderr)
         return 2
-    if history:
+    finally:
+        shutdown_distributed()
+    if history and trainer.progress.mode == "terminal":  # labml's display ends without a summary
         last = history[-1]
-        say(f"\nepoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, "
+        print(f"\nepoch {last['epoch']}: test accuracy {last['test_accuracy']:.4f}, "
               f"{last['elapsed_seconds']:.0f} s of training")
     return 0
 
