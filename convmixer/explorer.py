@@ -1,0 +1,655 @@
+"""Figures a reader can move without a running kernel: every state drawn when the chapter runs.
+
+An :class:`Explorer` is a figure with controls: sliders (:class:`Slider`) and menus
+(:class:`Choice`).  When the notebook is executed, every combination of control values is drawn
+as a small SVG (pixels, where a figure shows them, are tiny PNG images inside it), and all the
+states go into the cell's one HTML output together with a few lines of inline script that shows
+the state matching the controls.  Nothing is loaded from anywhere, so the same output works in
+the built website, in Colab, and in JupyterLab or the classic notebook once the cell has run or
+the notebook is trusted (an untrusted notebook shows the first state, without controls that move).
+
+Controls are ordinary form elements: each has a ``<label>``, a slider shows its current value
+next to it (and tells screen readers through ``aria-valuetext``), and the arrow keys move it.
+Colours come from the book theme's CSS variables (with plain fallbacks outside the site) and text
+uses ``currentColor``, so a figure reads in light and in dark mode.
+
+Saved outputs must be byte-identical between runs (nbval compares the HTML): element ids derive
+from the explorer's ``name``, never from a counter or a random source; numbers are rounded to what
+a frame shows before they are drawn; PNG images are written with uncompressed (stored) deflate
+blocks, so their bytes do not depend on the zlib build.
+
+The chapters' explorers::
+
+    patch_grid_explorer        ch. 1  an image cut into p x p patches; tokens, MACs and parameters
+    receptive_field_explorer   ch. 2  measured receptive field of the centre token against k and d
+    mixing_cost_explorer       ch. 2  depthwise vs dense conv vs self-attention vs token-MLP, N and h
+    parameter_share_explorer   ch. 3  where ConvMixer's parameters go, against h, k and channel mixing
+"""
+from __future__ import annotations
+
+import base64
+import html
+import itertools
+import math
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .explain import gradient_map, human, layers_to_global, mixing_costs, nonzero_extent, patch_size_rows, receptive_field
+from .model import ConvMixer
+
+# Theme colours: pydata-sphinx-theme's variables in the built site, JupyterLab's in Jupyter,
+# plain values elsewhere (Colab, classic notebook).
+PRIMARY = "var(--pst-color-primary, var(--jp-brand-color1, #1f77b4))"
+MUTED = "var(--pst-color-text-muted, var(--jp-ui-font-color2, #777))"
+BACKGROUND = "var(--pst-color-background, var(--jp-layout-color0, #fff))"
+TRACK = "var(--pst-color-border, var(--jp-border-color1, #ccc))"
+# Fixed colours that read on light and dark backgrounds (matplotlib's tab10).
+SERIES = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#7f7f7f")
+# magma sampled from bright (largest values) to dark, one colour per decade; grey = exactly zero.
+DECADES = ("#fcf4b6", "#febd82", "#fb835f", "#e44f64", "#b73779", "#842681", "#54137d", "#21114e")
+ZERO_GREY = "#a0a0a0"
+
+
+# --------------------------------------------------------------------------- controls
+
+def _token(value) -> str:
+    """A control value as it appears in a frame key (no '|', which separates the values)."""
+    text = str(value)
+    if "|" in text or '"' in text:
+        raise ValueError(f"control value {value!r} may not contain '|' or '\"'")
+    return text
+
+
+@dataclass
+class Slider:
+    """A range slider over ``values`` (numbers or strings), starting at ``value``.
+
+    ``labels`` are what the slider shows as its current value (default: the values).
+    """
+
+    name: str
+    label: str
+    values: Sequence
+    value: object = None
+    labels: Sequence[str] | None = None
+
+    def __post_init__(self):
+        self.values = list(self.values)
+        if not self.values:
+            raise ValueError(f"slider {self.name!r} has no values")
+        self.value = self.values[0] if self.value is None else self.value
+        if self.value not in self.values:
+            raise ValueError(f"slider {self.name!r}: start value {self.value!r} is not one of {self.values}")
+        self.labels = [str(v) for v in self.values] if self.labels is None else [str(s) for s in self.labels]
+        if len(self.labels) != len(self.values):
+            raise ValueError(f"slider {self.name!r}: {len(self.labels)} labels for {len(self.values)} values")
+
+
+@dataclass
+class Choice:
+    """A menu of ``values`` shown as ``labels``, starting at ``value``."""
+
+    name: str
+    label: str
+    values: Sequence
+    value: object = None
+    labels: Sequence[str] | None = None
+
+    def __post_init__(self):
+        Slider.__post_init__(self)  # the same checks and defaults
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"{text!r} gives an empty id")
+    return slug
+
+
+_STYLE = """<style>
+.cmx-explorer{margin:.6em 0 1.2em}
+.cmx-explorer .cmx-controls{display:flex;flex-wrap:wrap;gap:.4em 1.8em;align-items:center;margin:0 0 .5em}
+.cmx-explorer .cmx-control{display:flex;align-items:center;gap:.5em}
+.cmx-explorer label{font-weight:600;margin:0}
+.cmx-explorer input[type=range]{width:9.5em;accent-color:%(primary)s}
+.cmx-explorer output{min-width:3em;font-variant-numeric:tabular-nums}
+.cmx-explorer select{color:inherit;background:transparent;border:1px solid %(track)s;border-radius:4px;padding:.1em .3em;font:inherit}
+.cmx-explorer select option{color:#000;background:#fff}
+.cmx-explorer :focus-visible{outline:2px solid %(primary)s;outline-offset:2px}
+.cmx-explorer .cmx-frame svg{display:block;max-width:100%%;height:auto;margin:0;font-size:13px;fill:currentColor}
+.cmx-explorer .cmx-caption{margin:.3em 0 0;font-size:.9em;color:%(muted)s}
+.cmx-explorer svg .c-b{font-weight:600}
+.cmx-explorer svg .c-s{font-size:12px}
+.cmx-explorer svg .c-xs{font-size:10.5px}
+.cmx-explorer svg text.c-mu{fill:%(muted)s}
+.cmx-explorer svg line.c-mu{stroke:%(muted)s}
+.cmx-explorer svg .c-tr{fill:%(track)s}
+.cmx-explorer svg .c-pr{stroke:%(primary)s}
+.cmx-explorer svg .c-bg{stroke:%(background)s}
+.cmx-explorer svg .c-w{fill:#fff}
+</style>""" % dict(primary=PRIMARY, track=TRACK, muted=MUTED, background=BACKGROUND)
+
+_SCRIPT = """<script>(function(){
+var s=document.currentScript,root=(s&&s.closest&&s.closest(".cmx-explorer"))||document.getElementById("%(id)s");
+if(!root||root.getAttribute("data-ready"))return;root.setAttribute("data-ready","1");
+var controls=[].slice.call(root.querySelectorAll("[data-control]")),frames={};
+[].forEach.call(root.querySelectorAll(".cmx-frame"),function(f){frames[f.getAttribute("data-key")]=f;});
+function update(){
+var key=controls.map(function(c){
+if(c.type!=="range")return c.value;
+var i=+c.value,label=c.getAttribute("data-labels").split("|")[i],out=root.querySelector('output[for="'+c.id+'"]');
+c.setAttribute("aria-valuetext",label);if(out)out.textContent=label;
+return c.getAttribute("data-values").split("|")[i];}).join("|");
+var shown=frames[key];if(!shown)return;
+for(var k in frames)frames[k].hidden=frames[k]!==shown;}
+controls.forEach(function(c){c.addEventListener("input",update);c.addEventListener("change",update);});
+update();})();</script>"""
+
+
+def def_id(name: str, *parts) -> str:
+    """The id of a definition shared by the frames of explorer ``name`` (see :class:`Explorer`)."""
+    return "-".join([f"cmx-{_slug(name)}", *(_slug(str(p)) for p in parts)])
+
+
+class Explorer:
+    """A figure with controls whose every state is precomputed; displays as self-contained HTML.
+
+    ``frames`` maps each combination of control values, a tuple in the order of ``controls``,
+    to the HTML (usually one SVG) of that state; every combination must be present.  ``name``
+    makes the element ids (``cmx-<name>``, ``cmx-<name>-<control>``): give each explorer on a page
+    its own name.  ``defs`` is SVG that all frames share (images, axes), written once in a hidden
+    ``<svg>``; a frame shows a piece of it with ``<use href="#...">`` and :func:`def_id`.
+    """
+
+    def __init__(self, name: str, controls: Sequence[Slider | Choice], frames: Mapping[tuple, str],
+                 caption: str = "", defs: str = ""):
+        self.name, self.id = name, f"cmx-{_slug(name)}"
+        self.controls, self.caption, self.defs = list(controls), caption, defs
+        if len({_slug(c.name) for c in self.controls}) != len(self.controls):
+            raise ValueError("two controls share a name")
+        self.frames = {tuple(key): frame for key, frame in frames.items()}
+        expected = set(itertools.product(*(c.values for c in self.controls)))
+        missing, extra = expected - set(self.frames), set(self.frames) - expected
+        if missing or extra:
+            raise ValueError(f"frames missing for {sorted(missing, key=str)[:3]}, "
+                             f"frames for unknown states {sorted(extra, key=str)[:3]}")
+
+    @property
+    def start(self) -> tuple:
+        """The state shown first (and without script): every control at its ``value``."""
+        return tuple(c.value for c in self.controls)
+
+    def _control_html(self, c: Slider | Choice) -> str:
+        cid = f"{self.id}-{_slug(c.name)}"
+        label = f'<label for="{cid}">{html.escape(c.label)}</label>'
+        if isinstance(c, Slider):
+            i = c.values.index(c.value)
+            values = "|".join(_token(v) for v in c.values)
+            labels = "|".join(_token(v) for v in c.labels)
+            return (f'<div class="cmx-control">{label}<input type="range" id="{cid}" data-control="{html.escape(c.name)}" '
+                    f'min="0" max="{len(c.values) - 1}" step="1" value="{i}" data-values="{html.escape(values)}" '
+                    f'data-labels="{html.escape(labels)}" aria-valuetext="{html.escape(c.labels[i])}">'
+                    f'<output for="{cid}">{html.escape(c.labels[i])}</output></div>')
+        options = "".join(f'<option value="{html.escape(_token(v))}"{" selected" if v == c.value else ""}>'
+                          f'{html.escape(text)}</option>' for v, text in zip(c.values, c.labels))
+        return (f'<div class="cmx-control">{label}<select id="{cid}" data-control="{html.escape(c.name)}">'
+                f'{options}</select></div>')
+
+    def html(self) -> str:
+        """The self-contained HTML: style, controls, every frame (all but the start one hidden), script."""
+        start = self.start
+        frames = "".join(
+            f'<div class="cmx-frame" data-key="{html.escape("|".join(_token(v) for v in key))}"'
+            f'{"" if key == start else " hidden"}>{frame}</div>'
+            for key, frame in self.frames.items())
+        caption = f'<p class="cmx-caption">{html.escape(self.caption)}</p>' if self.caption else ""
+        defs = (f'<svg width="0" height="0" style="position:absolute" aria-hidden="true"><defs>{self.defs}</defs></svg>'
+                if self.defs else "")
+        return (f'<div class="cmx-explorer" id="{self.id}">{_STYLE}{defs}'
+                f'<div class="cmx-controls">{"".join(self._control_html(c) for c in self.controls)}</div>'
+                f'<div class="cmx-frames">{frames}</div>{caption}{_SCRIPT % dict(id=self.id)}</div>')
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __repr__(self) -> str:
+        sizes = " x ".join(f"{c.name} ({len(c.values)})" for c in self.controls)
+        return f"Explorer {self.name!r}: {sizes} = {len(self.frames)} states, {len(self.html()) / 1024:.0f} KiB of HTML"
+
+
+def explorer(name: str, controls: Sequence[Slider | Choice], draw: Callable[..., str], caption: str = "",
+             defs: str = "") -> Explorer:
+    """An :class:`Explorer` whose frame for each state is ``draw(**{control.name: value})``."""
+    frames = {}
+    for key in itertools.product(*(c.values for c in controls)):
+        frames[key] = draw(**{c.name: v for c, v in zip(controls, key)})
+    return Explorer(name, controls, frames, caption, defs)
+
+
+# --------------------------------------------------------------------------- drawing: PNG and SVG as text
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _stored_zlib(data: bytes) -> bytes:
+    """A zlib stream of uncompressed deflate blocks: the same bytes under every zlib build."""
+    out = [b"\x78\x01"]
+    blocks = [data[i:i + 65535] for i in range(0, len(data), 65535)] or [b""]
+    for n, block in enumerate(blocks):
+        final = n == len(blocks) - 1
+        out.append(bytes([final]) + struct.pack("<HH", len(block), len(block) ^ 0xFFFF) + block)
+    out.append(struct.pack(">I", zlib.adler32(data) & 0xFFFFFFFF))
+    return b"".join(out)
+
+
+def png_bytes(pixels, palette: Sequence[str] | None = None) -> bytes:
+    """A PNG of ``pixels``: (H, W, 3) uint8 RGB, or (H, W) indices into ``palette`` ('#rrggbb' colours).
+
+    Palette images use 1, 2, 4 or 8 bits per pixel, whichever is enough, and the image data is
+    stored uncompressed, so the bytes are the same on every machine.
+    """
+    a = np.asarray(pixels)
+    if palette is None:
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"an RGB image must be (H, W, 3), got {a.shape}")
+        a = a.astype(np.uint8)
+        height, width = a.shape[:2]
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        rows = [b"\x00" + a[r].tobytes() for r in range(height)]
+        extra = b""
+    else:
+        if a.ndim != 2 or not 1 <= len(palette) <= 256 or a.min() < 0 or a.max() >= len(palette):
+            raise ValueError("a palette image is (H, W) of indices into at most 256 colours")
+        depth = next(b for b in (1, 2, 4, 8) if len(palette) <= 2 ** b)
+        height, width = a.shape
+        per_byte = 8 // depth
+        padded = np.zeros((height, -(-width // per_byte) * per_byte), np.uint8)
+        padded[:, :width] = a
+        groups = padded.reshape(height, -1, per_byte).astype(np.uint16)
+        shifts = np.arange(per_byte - 1, -1, -1, dtype=np.uint16) * depth
+        packed = (groups << shifts).sum(-1).astype(np.uint8)
+        header = struct.pack(">IIBBBBB", width, height, depth, 3, 0, 0, 0)
+        rows = [b"\x00" + packed[r].tobytes() for r in range(height)]
+        extra = _chunk(b"PLTE", b"".join(bytes.fromhex(c.lstrip("#")) for c in palette))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + extra
+            + _chunk(b"IDAT", _stored_zlib(b"".join(rows))) + _chunk(b"IEND", b""))
+
+
+def png_data_uri(pixels, palette: Sequence[str] | None = None) -> str:
+    """:func:`png_bytes` as a ``data:image/png;base64,...`` address for an ``<image>`` or ``<img>``."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(pixels, palette)).decode("ascii")
+
+
+def _n(x: float) -> str:
+    """A coordinate with at most one decimal, no trailing zeros (stable text for nbval)."""
+    text = f"{x:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+# SVG as text.  ``cls`` takes the classes of the explorer's style sheet: c-b bold, c-s small,
+# c-xs smaller, c-mu muted, c-tr track, c-pr primary stroke, c-bg page-background stroke, c-w white.
+# Presentation attributes give a plain fallback where a viewer drops the style sheet.
+
+def svg(width: int, height: int, body: str, label: str) -> str:
+    """An inline SVG of the given size, described by ``label`` for screen readers."""
+    return (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="{html.escape(label)}">{body}</svg>')
+
+
+def text(x: float, y: float, s: str, anchor: str = "start", cls: str = "") -> str:
+    return (f'<text x="{_n(x)}" y="{_n(y)}"' + (f' text-anchor="{anchor}"' if anchor != "start" else "")
+            + (f' class="{cls}"' if cls else "") + f">{html.escape(s)}</text>")
+
+
+def rect(x: float, y: float, w: float, h: float, fill: str = "none", cls: str = "", extra: str = "") -> str:
+    return (f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(w)}" height="{_n(h)}" fill="{fill}"'
+            + (f' class="{cls}"' if cls else "") + (f" {extra}" if extra else "") + "/>")
+
+
+def line(x1: float, y1: float, x2: float, y2: float, cls: str = "c-mu", stroke: str = "#888") -> str:
+    return f'<line x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}" stroke="{stroke}" class="{cls}"/>'
+
+
+def pixel_image(x: float, y: float, size: float, uri: str, id: str = "") -> str:
+    """An embedded image scaled to ``size`` with hard pixel edges (no smoothing)."""
+    return (f'<image{f" id={chr(34)}{id}{chr(34)}" if id else ""} x="{_n(x)}" y="{_n(y)}" width="{_n(size)}" '
+            f'height="{_n(size)}" href="{uri}" preserveAspectRatio="none" style="image-rendering:pixelated"/>')
+
+
+def use(ref: str, x: float = 0, y: float = 0) -> str:
+    return f'<use href="#{ref}"' + (f' x="{_n(x)}" y="{_n(y)}"' if x or y else "") + "/>"
+
+
+def grid_path(x0: float, y0: float, size: float, cells: int, width: float) -> str:
+    """The inner lines of a ``cells`` x ``cells`` grid over a square, in the page's background colour."""
+    step = size / cells
+    d = "".join(f"M{_n(x0 + i * step)} {_n(y0)}V{_n(y0 + size)}M{_n(x0)} {_n(y0 + i * step)}H{_n(x0 + size)}"
+                for i in range(1, cells))
+    return f'<path d="{d}" stroke="#fff" stroke-width="{_n(width)}" fill="none" class="c-bg"/>' if d else ""
+
+
+def _superscript(n: int) -> str:
+    return str(n).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
+class LogAxis:
+    """Maps values in [10^lo, 10^hi] to [x0, x0 + width] on a log scale."""
+
+    def __init__(self, lo: int, hi: int, x0: float, width: float):
+        self.lo, self.hi, self.x0, self.width = lo, hi, x0, width
+
+    @classmethod
+    def covering(cls, values: Sequence[float], x0: float, width: float) -> "LogAxis":
+        return cls(math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))), x0, width)
+
+    def __call__(self, v: float) -> float:
+        return self.x0 + self.width * (math.log10(v) - self.lo) / (self.hi - self.lo)
+
+    def ticks(self, y: float) -> str:
+        """Decade marks below ``y``, labelled 1, 10, ..., 1K, ... (every other one on a long axis)."""
+        every = 1 if self.hi - self.lo <= 6 else 2
+        out = []
+        for e in range(self.lo, self.hi + 1, every):
+            x = self(10.0 ** e)
+            label = human(10 ** e) if e <= 11 else f"10{_superscript(e)}"
+            out += [line(x, y, x, y + 4), text(x, y + 15, label, "middle", "c-xs c-mu")]
+        return "".join(out)
+
+
+def _track(x0: float, y: float, width: float, height: float = 16) -> str:
+    return rect(x0, y, width, height, "#ccc", "c-tr", 'opacity=".45"')
+
+
+def _bar(x0: float, y: float, x1: float, color: str, value: str, height: float = 16) -> str:
+    """A horizontal bar from x0 to x1 (over its track, drawn separately) with its value after it."""
+    return rect(x0, y, max(x1 - x0, 1), height, color) + text(x1 + 5, y + height - 3, value, cls="c-s")
+
+
+# --------------------------------------------------------------------------- chapter 1: patches
+
+def patch_grid_explorer(images: torch.Tensor, titles: Sequence[str], dim: int = 256, depth: int = 8,
+                        kernel_size: int = 5, patch_sizes: Sequence[int] = (1, 2, 4, 8, 16), start_p: int = 4,
+                        name: str = "patch-grid") -> Explorer:
+    """Chapter 1: an image cut into p x p patches, with its token count and what ConvMixer-h/d costs at that p.
+
+    ``images`` are (n, 3, S, S) uint8.  One token is outlined and described (3 p^2 numbers in,
+    h features out); bars show the tokens N, the MACs per image and the parameters of
+    ConvMixer-``dim``/``depth`` (closed forms of :func:`convmixer.explain.patch_size_rows`) on
+    scales shared by every p, so that the MACs fall by 4x per doubling of p while the parameters
+    hardly move.
+    """
+    size = images.shape[-1]
+    rows = {r["p"]: r for r in patch_size_rows(dim, depth, kernel_size, patch_sizes, size)}
+    side, x0, y0, bx, bw = 256, 10, 26, 300, 290
+    scale = side / size
+    tokens_axis = LogAxis.covering([1] + [r["tokens"] for r in rows.values()], bx, bw)
+    macs_axis = LogAxis.covering([r["total_macs"] for r in rows.values()], bx, bw)
+    max_params = max(r["params"] for r in rows.values())
+    step = 10 ** math.floor(math.log10(max_params))
+    params_max = math.ceil(max_params / step) * step          # e.g. 788K -> 800K
+    bars_y = (80, 142, 204)                                   # label baselines of the three bars
+    axes = [text(bx, bars_y[0], "tokens N (log scale)", cls="c-s"), _track(bx, bars_y[0] + 6, bw),
+            tokens_axis.ticks(bars_y[0] + 24),
+            text(bx, bars_y[1], f"MACs per image, ConvMixer-{dim}/{depth} (log scale)", cls="c-s"),
+            _track(bx, bars_y[1] + 6, bw), macs_axis.ticks(bars_y[1] + 24),
+            text(bx, bars_y[2], "parameters (linear scale)", cls="c-s"), _track(bx, bars_y[2] + 6, bw)]
+    for frac in (0, 0.5, 1):
+        x = bx + bw * frac
+        axes += [line(x, bars_y[2] + 24, x, bars_y[2] + 28),
+                 text(x, bars_y[2] + 39, human(int(params_max * frac)), "middle", "c-xs c-mu")]
+    defs = [f'<g id="{def_id(name, "axes")}">{"".join(axes)}</g>']
+    defs += [pixel_image(0, 0, side, png_data_uri(img.permute(1, 2, 0).numpy()), def_id(name, "image", t))
+             for img, t in zip(images, titles)]
+
+    def draw(image: str, p: int) -> str:
+        r = rows[p]
+        g = size // p
+        t = g // 2                      # the outlined token: just below and right of the centre
+        body = [text(x0, 16, f"{image}, cut into {p}×{p}-pixel patches", cls="c-b"),
+                use(def_id(name, "image", image), x0, y0), grid_path(x0, y0, side, g, 1 if p * scale < 12 else 2),
+                rect(x0 + t * p * scale, y0 + t * p * scale, p * scale, p * scale, cls="c-pr",
+                     extra='stroke="#1f77b4" stroke-width="2.5"'),
+                text(bx, 16, f"p = {p}: a {g} × {g} grid of N = {r['tokens']} tokens", cls="c-b"),
+                text(bx, 36, f"one token (outlined): 3·{p}² = {3 * p * p} numbers"),
+                text(bx, 52, f"→ one linear map → h = {dim} features"),
+                use(def_id(name, "axes")),
+                _bar(bx, bars_y[0] + 6, tokens_axis(r["tokens"]), SERIES[0], human(r["tokens"])),
+                _bar(bx, bars_y[1] + 6, macs_axis(r["total_macs"]), SERIES[1], human(r["total_macs"])),
+                _bar(bx, bars_y[2] + 6, bx + bw * r["params"] / params_max, SERIES[2], human(r["params"])),
+                text(bx, bars_y[2] + 62, f"of which the patch embedding: {human(r['embed_params'])}", cls="c-s")]
+        label = (f"{image} cut into {p} by {p} patches: {g} by {g} = {r['tokens']} tokens; "
+                 f"{human(r['total_macs'])} MACs and {human(r['params'])} parameters")
+        return svg(640, 290, "".join(body), label)
+
+    start = start_p if start_p in patch_sizes else patch_sizes[0]
+    controls = [Choice("image", "image", list(titles)),
+                Slider("p", "patch size p", list(patch_sizes), value=start)]
+    return explorer(name, controls, draw, defs="".join(defs))
+
+
+# --------------------------------------------------------------------------- chapter 2: receptive field
+
+def receptive_field_states(kernel_sizes: Sequence[int], depths: Sequence[int], patch_size: int = 2, dim: int = 8,
+                           margin: int = 2, seed: int = 0) -> dict[tuple[int, int], dict]:
+    """Measured receptive field of the centre token for every (k, d), on one canvas that holds the largest.
+
+    For each state: ``levels``, a (G, G) uint8 map over the token grid, entry j meaning
+    ``10^-(j+1) < |gradient| / max <= 10^-j`` (per token, the gradient summed over its p x p
+    pixels and colours; the last decade collects everything smaller), and ``len(DECADES)`` where
+    the gradient is exactly zero; ``measured``, the (height, width) in pixels of the nonzero
+    gradient; and ``formula``, p (1 + d (k - 1)).  The model is the library's ConvMixer at width
+    ``dim``, with the same seed for every state, differentiated by :func:`convmixer.explain.gradient_map`.
+    """
+    grid = 1 + max(depths) * (max(kernel_sizes) - 1) + 2 * margin
+    states = {}
+    for k in kernel_sizes:
+        for d in depths:
+            torch.manual_seed(seed)
+            model = ConvMixer(dim=dim, depth=d, kernel_size=k, patch_size=patch_size)
+            grad = gradient_map(model, grid * patch_size, seed=seed)
+            per_token = grad.reshape(grid, patch_size, grid, patch_size).sum((1, 3))
+            rel = per_token / per_token.max()
+            decade = torch.floor(-torch.log10(rel.clamp_min(1e-300))).clamp(0, len(DECADES) - 1)
+            levels = torch.where(rel > 0, decade, torch.tensor(float(len(DECADES)), dtype=rel.dtype))
+            states[k, d] = dict(levels=levels.to(torch.uint8).numpy(), measured=nonzero_extent(grad),
+                                formula=receptive_field(k, patch_size, d))
+    return states
+
+
+def receptive_field_explorer(kernel_sizes: Sequence[int] = (3, 5, 7, 9), depths: Sequence[int] = tuple(range(1, 9)),
+                             patch_size: int = 2, dim: int = 8, image_size: int = 32, start: tuple[int, int] = (5, 2),
+                             name: str = "receptive-field") -> Explorer:
+    """Chapter 2: how far the centre token sees, measured from gradients, for each kernel size k and depth d.
+
+    Every state is drawn on the same token grid (:func:`receptive_field_states`), so the field
+    visibly grows with k and d; the dashed square is the formula p (1 + d (k - 1)).  The text
+    gives the measured extent and how many layers every token of an ``image_size`` image needs
+    to see all of it with this k.
+    """
+    states = receptive_field_states(kernel_sizes, depths, patch_size, dim)
+    palette = list(DECADES) + [ZERO_GREY]
+    p = patch_size
+    grid = next(iter(states.values()))["levels"].shape[0]
+    cell = 4
+    side, x0, y0 = grid * cell, 10, 26
+    xr = x0 + side + 20
+    legend_y = 178
+    legend = [text(xr, legend_y, "|gradient| / max, per token", cls="c-s")]
+    for j, color in enumerate(palette):
+        label = "0" if j == len(DECADES) else ("1" if j == 0 else f"10{_superscript(-j)}")
+        label = "≤" + label if j == len(DECADES) - 1 else label
+        legend += [rect(xr + j * 34, legend_y + 8, 30, 14, color),
+                   text(xr + j * 34 + 15, legend_y + 36, label, "middle", "c-xs")]
+    legend.append(text(xr, legend_y + 58, "dashed: the formula's square; cyan: the token", cls="c-s c-mu"))
+    defs = f'<g id="{def_id(name, "legend")}">{"".join(legend)}</g>'
+    height = max(side + y0 + 8, legend_y + 66)
+
+    def draw(k: int, d: int) -> str:
+        s = states[k, d]
+        tokens = 1 + d * (k - 1)
+        centre = grid // 2
+        first = centre - d * (k - 1) // 2
+        mh, mw = s["measured"]
+        rf = s["formula"]
+        body = [text(x0, 16, f"centre token, k = {k}, d = {d}, p = {p}", cls="c-b"),
+                pixel_image(x0, y0, side, png_data_uri(s["levels"], palette)),
+                rect(x0 + first * cell, y0 + first * cell, tokens * cell, tokens * cell, cls="c-pr",
+                     extra='stroke="#1f77b4" stroke-width="1.8" stroke-dasharray="5 3"'),
+                rect(x0 + centre * cell, y0 + centre * cell, cell, cell, extra='stroke="#00c8ff" stroke-width="1.2"'),
+                text(xr, 44, f"formula p(1 + d(k − 1)) = {p}(1 + {d}·{k - 1}) = {rf} px", cls="c-b"),
+                text(xr, 64, f"measured: the gradient is nonzero on {mh} × {mw} px"),
+                text(xr, 82, "(equal to the formula)" if mh == mw == rf else "(differs from the formula)"),
+                text(xr, 100, f"= {tokens} × {tokens} tokens of the {grid} × {grid} shown"),
+                text(xr, 126, f"With k = {k}, every token of a {image_size}×{image_size} image"),
+                text(xr, 144, f"({image_size // p}×{image_size // p} tokens) sees all of it after "
+                              f"{layers_to_global(k, p, image_size)} layers."),
+                use(def_id(name, "legend"))]
+        label = (f"kernel size {k}, depth {d}: receptive field {rf} pixels by the formula, "
+                 f"{mh} by {mw} pixels measured")
+        return svg(xr + 320, height, "".join(body), label)
+
+    controls = [Slider("k", "kernel size k", list(kernel_sizes), value=start[0]),
+                Slider("d", "depth d", list(depths), value=start[1])]
+    return explorer(name, controls, draw, defs=defs)
+
+
+# --------------------------------------------------------------------------- chapter 2: cost of token mixing
+
+def token_mixing_costs(n_tokens: int, dim: int, kernel_size: int) -> dict[str, tuple[int, int]]:
+    """(parameters, FLOPs for one image) of one token-mixing layer of four kinds, in a fixed order.
+
+    The depthwise conv, self-attention and token-mixing MLP (D_S = h / 2) are
+    :func:`convmixer.explain.mixing_costs`; the dense k x k convolution h -> h (what the depthwise
+    one replaces) has h^2 k^2 + h parameters and 2 N h^2 k^2 FLOPs.
+    """
+    c = mixing_costs(n_tokens, dim, kernel_size)
+    h, k, n = dim, kernel_size, n_tokens
+    return {"depthwise conv": (c["depthwise_params"], c["depthwise_flops"]),
+            "dense conv": (h * h * k * k + h, 2 * n * h * h * k * k),
+            "self-attention": (c["attention_params"], c["attention_flops"]),
+            "token-mixing MLP": (c["mlp_params"], c["mlp_flops"])}
+
+
+def mixing_cost_explorer(tokens: Sequence[int] = (16, 64, 196, 256, 576, 1024, 3136),
+                         widths: Sequence[int] = (64, 128, 256, 512, 768, 1024, 1536), kernel_size: int = 9,
+                         start: tuple[int, int] = (196, 768), name: str = "mixing-cost") -> Explorer:
+    """Chapter 2: parameters and FLOPs of one token-mixing layer against the token count N and width h.
+
+    Four kinds (:func:`token_mixing_costs`) on two log axes shared by every state; ``tokens``
+    must be perfect squares (the text names the grid).
+    """
+    for n in tokens:
+        if math.isqrt(n) ** 2 != n:
+            raise ValueError(f"token count {n} is not a square grid")
+    k = kernel_size
+    all_costs = {(n, h): token_mixing_costs(n, h, k) for n in tokens for h in widths}
+    kinds = list(next(iter(all_costs.values())))
+    params_axis = LogAxis.covering([v[0] for c in all_costs.values() for v in c.values()], 160, 200)
+    flops_axis = LogAxis.covering([v[1] for c in all_costs.values() for v in c.values()], 430, 200)
+    notes = {"depthwise conv": "ConvMixer", "dense conv": "k×k, h→h", "self-attention": "ViT",
+             "token-mixing MLP": "MLP-Mixer"}
+    rows_y = [50 + 36 * i for i in range(len(kinds))]
+    axes_y = rows_y[-1] + 36
+    static = [text(160, 40, "parameters (log scale)", cls="c-s"), text(430, 40, "FLOPs (log scale)", cls="c-s"),
+              params_axis.ticks(axes_y), flops_axis.ticks(axes_y)]
+    for kind, y in zip(kinds, rows_y):
+        static += [text(10, y + 13, kind), text(10, y + 27, notes[kind], cls="c-xs c-mu"),
+                   _track(160, y + 4, params_axis.width), _track(430, y + 4, flops_axis.width)]
+    defs = f'<g id="{def_id(name, "axes")}">{"".join(static)}</g>'
+
+    def draw(n: int, h: int) -> str:
+        cost = all_costs[n, h]
+        g = math.isqrt(n)
+        body = [text(10, 16, f"one token-mixing layer, one image: N = {n} tokens ({g}×{g}), h = {h}, k = {k}",
+                     cls="c-b"), use(def_id(name, "axes"))]
+        for i, (kind, y) in enumerate(zip(kinds, rows_y)):
+            params, flops = cost[kind]
+            body += [_bar(160, y + 4, params_axis(params), SERIES[i], human(params)),
+                     _bar(430, y + 4, flops_axis(flops), SERIES[i], human(flops))]
+        dw, attn = cost["depthwise conv"][1], cost["self-attention"][1]
+        body += [text(10, axes_y + 40, f"self-attention ÷ depthwise: {attn / dw:.0f}× the FLOPs; its N² term is "
+                                       f"{4 * n * n * h / attn:.0%} of them (most, once N > 2h = {2 * h})."),
+                 text(10, axes_y + 58, f"dense ÷ depthwise: h = {cost['dense conv'][1] // dw}× the FLOPs; the "
+                                       f"token-MLP's {human(cost['token-mixing MLP'][0])} weights grow with N.")]
+        label = "; ".join(f"{kind}: {human(p_)} parameters, {human(f_)} FLOPs" for kind, (p_, f_) in cost.items())
+        return svg(680, axes_y + 68, "".join(body), f"N = {n}, h = {h}: {label}")
+
+    controls = [Slider("n", "tokens N", list(tokens), value=start[0],
+                       labels=[f"{n} ({math.isqrt(n)}×{math.isqrt(n)})" for n in tokens]),
+                Slider("h", "width h", list(widths), value=start[1])]
+    return explorer(name, controls, draw, defs=defs)
+
+
+# --------------------------------------------------------------------------- chapter 3: where the parameters go
+
+PARAMETER_PARTS = ("patch embedding", "depthwise", "channel mixing", "norms", "head")
+
+
+def parameter_shares(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 1000,
+                     in_channels: int = 3, mlp_ratio: int | None = None) -> dict[str, int]:
+    """Parameters of ConvMixer-h/d by part (keys :data:`PARAMETER_PARTS`), in closed form.
+
+    ``mlp_ratio=None`` is ConvMixer (channel mixing = the pointwise convolution, h^2 + h per
+    layer; the parts then equal :func:`convmixer.reference.parameter_breakdown`, with "pointwise"
+    called "channel mixing").  ``mlp_ratio=r`` replaces it by a two-layer channel MLP h -> r h -> h
+    (MLP-Mixer's and ViT's, 2 r h^2 + r h + h per layer), to see what that choice would cost.
+    """
+    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
+    channel = h * h + h if mlp_ratio is None else 2 * mlp_ratio * h * h + mlp_ratio * h + h
+    return {"patch embedding": c * p * p * h + h, "depthwise": d * (h * k * k + h), "channel mixing": d * channel,
+            "norms": 2 * h * (1 + 2 * d), "head": n * (h + 1)}
+
+
+def parameter_share_explorer(widths: Sequence[int] = (64, 128, 256, 512, 768, 1024, 1536, 2048),
+                             kernel_sizes: Sequence[int] = (3, 5, 7, 9, 11, 13, 15), depth: int = 20,
+                             patch_size: int = 7, n_classes: int = 1000, start: tuple[int, int] = (1536, 9),
+                             name: str = "parameter-share") -> Explorer:
+    """Chapter 3: each part's share of ConvMixer-h/``depth``'s parameters, against h, k and the channel mixing.
+
+    The menu swaps ConvMixer's pointwise convolution for MLP-Mixer's two-layer channel MLP (r = 4).
+    """
+    mixings = {"pointwise": ("pointwise conv (ConvMixer)", None), "mlp4": ("two-layer MLP, r = 4 (Mixer, ViT)", 4)}
+    colors = dict(zip(PARAMETER_PARTS, (SERIES[0], SERIES[1], SERIES[2], SERIES[6], SERIES[4])))
+    d, p = depth, patch_size
+    bar_y, legend_y, width = 46, 100, 620
+    spot = {part: (10 + (i % 3) * 210, legend_y + (i // 3) * 20) for i, part in enumerate(PARAMETER_PARTS)}
+    legend = [rect(x, y - 10, 12, 12, colors[part]) for part, (x, y) in spot.items()]
+    defs = f'<g id="{def_id(name, "legend")}">{"".join(legend)}</g>'
+
+    def draw(h: int, k: int, mixing: str) -> str:
+        title, ratio = mixings[mixing]
+        parts = parameter_shares(h, d, k, p, n_classes, mlp_ratio=ratio)
+        total = sum(parts.values())
+        body = [text(10, 16, f"ConvMixer-{h}/{d}, k = {k}, p = {p}, {n_classes} classes; channel mixing: {title}",
+                     cls="c-b"),
+                text(10, 36, f"{total:,} parameters in all"), use(def_id(name, "legend"))]
+        x = 10.0
+        for i, part in enumerate(PARAMETER_PARTS):
+            w = width * parts[part] / total
+            share = 100 * parts[part] / total
+            body.append(rect(x, bar_y, w, 30, colors[part]))
+            if w >= 34:
+                body.append(text(x + w / 2, bar_y + 20, f"{share:.0f}%", "middle", "c-b c-w"))
+            body.append(text(spot[part][0] + 17, spot[part][1], f"{part}: {share:.1f}%", cls="c-s"))
+            x += w
+        depthwise_layer, channel_layer = h * k * k + h, parts["channel mixing"] // d
+        formula = "h² + h" if ratio is None else f"2·{ratio}h² + {ratio}h + h"
+        body += [text(10, legend_y + 54, f"per layer: depthwise h·k² + h = {depthwise_layer:,}; "
+                                         f"channel mixing {formula} = {channel_layer:,}"),
+                 text(10, legend_y + 74, f"depthwise ÷ channel mixing = {depthwise_layer / channel_layer:.3f}"
+                      + (f", close to k²/h = {k * k}/{h} = {k * k / h:.3f}" if ratio is None else ""))]
+        label = f"ConvMixer-{h}/{d}, k = {k}, {title}: " + ", ".join(
+            f"{part} {100 * parts[part] / total:.1f}%" for part in PARAMETER_PARTS)
+        return svg(640, legend_y + 84, "".join(body), label)
+
+    controls = [Slider("h", "width h", list(widths), value=start[0]),
+                Slider("k", "kernel size k", list(kernel_sizes), value=start[1]),
+                Choice("mixing", "channel mixing", list(mixings), labels=[v[0] for v in mixings.values()])]
+    return explorer(name, controls, draw, defs=defs)
