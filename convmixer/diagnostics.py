@@ -233,7 +233,7 @@ def load_ablation(folder: str | Path) -> list[dict]:
     list of per-epoch records) and ``config`` (the trainer's ``config.json``: ``train``, ``model``,
     ``hardware``, ``torch``).  Sub-folders without a ``history.json`` (such as the full-data grid's
     folder inside the first ablation's) are not runs and are skipped.  Runs are sorted by variant,
-    in the order of ``VARIANTS`` and then ``ABLATION_GRID`` (others after, by name), then by seed.
+    in the order of ``ABLATION_GRID`` (for the first ablation: of ``VARIANTS``), then by seed.
     """
     from .model import canonical_residual
 
@@ -249,12 +249,14 @@ def load_ablation(folder: str | Path) -> list[dict]:
                      "placement": canonical_residual(model["residual"]), "norm": model["norm"],
                      "activation": activation, "variant": variant_name(model["residual"], model["norm"], activation),
                      "seed": config["train"]["seed"], "history": history, "config": config})
-    return sorted(runs, key=lambda r: (*_variant_order(r["variant"]), r["seed"]))
+    return sorted(runs, key=lambda r: (*_variant_order(r), r["seed"]))
 
 
-def _variant_order(name: str) -> tuple[int, str]:
-    known = [variant_name(r, n) for r, n in VARIANTS] + [variant_name(*v) for v in ABLATION_GRID]
-    return (known.index(name), "") if name in known else (len(known), name)
+def _variant_order(run: dict) -> tuple:
+    """GELU before other activations, then the placement in ``RESIDUALS`` order (the legacy "both" as
+    "whole_layer"), then the norm: ``ABLATION_GRID``'s order, and ``VARIANTS``' for the first ablation."""
+    return (run["activation"] != "gelu", RESIDUALS.index(run["placement"]), NORMS.index(run["norm"]),
+            run["activation"])
 
 
 def ablation_architecture(runs: Sequence[dict]) -> dict:

@@ -1,0 +1,265 @@
+"""The five residual placements, the legacy name "both", and the ablation's diagnostics (issue 16)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from convmixer import ConvMixer, ConvMixerConfig, parameter_count
+from convmixer.diagnostics import (ABLATION_GRID, VARIANTS, ablation_architecture, init_gradient_table,
+                                   load_ablation, rank_correlation, summarize_ablation, variant_name)
+from convmixer.model import (LEGACY_RESIDUALS, NORMS, RESIDUAL_NAMES, RESIDUALS, ConvMixerLayer,
+                             canonical_residual)
+
+RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
+
+# The placements written out by hand from their formulas, with S the spatial and C the channel mixing.
+BY_HAND = {
+    "spatial": lambda S, C, z: C(z + S(z)),                   # z' = z + S(z);  out = C(z')
+    "channel": lambda S, C, z: S(z) + C(S(z)),                # z' = S(z);      out = z' + C(z')
+    "two_skips": lambda S, C, z: (z + S(z)) + C(z + S(z)),    # z' = z + S(z);  out = z' + C(z')
+    "whole_layer": lambda S, C, z: z + C(S(z)),               # out = z + C(S(z))
+    "none": lambda S, C, z: C(S(z)),                          # out = C(S(z))
+}
+
+
+def _randomise_norms(module: torch.nn.Module) -> None:
+    """Give every norm non-trivial affine parameters (and BatchNorm non-trivial running statistics)."""
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if hasattr(m, "weight") and m.__class__.__name__ in ("BatchNorm2d", "ChannelLayerNorm"):
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def test_the_five_placements_and_the_legacy_name():
+    assert RESIDUALS == ("spatial", "channel", "two_skips", "whole_layer", "none")
+    assert LEGACY_RESIDUALS == {"both": "whole_layer"}
+    assert set(RESIDUAL_NAMES) == set(RESIDUALS) | {"both"}
+    assert [canonical_residual(r) for r in RESIDUAL_NAMES] == [*RESIDUALS, "whole_layer"]
+    with pytest.raises(ValueError, match="residual"):
+        canonical_residual("around")
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("residual", RESIDUALS)
+def test_each_placement_is_its_formula(residual, norm):
+    torch.manual_seed(0)
+    z = torch.randn(2, 8, 6, 5)
+    layer = ConvMixerLayer(8, 3, norm=norm, residual=residual).eval()
+    _randomise_norms(layer)
+    with torch.no_grad():
+        expected = BY_HAND[residual](layer.spatial, layer.channel, z)
+        torch.testing.assert_close(layer(z), expected, rtol=0, atol=1e-6)
+    # the docstring states the same formula
+    assert f'"{residual}"' in ConvMixerLayer.__doc__
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_placements_are_different_functions_of_the_same_weights(norm):
+    torch.manual_seed(0)
+    z = torch.randn(2, 8, 6, 5)
+    outs = {}
+    for residual in RESIDUALS:
+        torch.manual_seed(1)  # the same weights for every placement: a skip adds no parameters
+        outs[residual] = ConvMixerLayer(8, 3, norm=norm, residual=residual).eval()(z).detach()
+    for i, a in enumerate(RESIDUALS):
+        for b in RESIDUALS[i + 1:]:
+            assert (outs[a] - outs[b]).abs().max() > 1e-3, (a, b)
+
+
+@pytest.mark.parametrize("residual", RESIDUAL_NAMES)
+def test_shapes_and_parameter_counts_do_not_depend_on_the_placement(residual):
+    torch.manual_seed(0)
+    for norm in NORMS:
+        model = ConvMixer(dim=16, depth=3, kernel_size=5, patch_size=4, residual=residual, norm=norm)
+        assert model(torch.randn(2, 3, 32, 28)).shape == (2, 10)
+        assert model.features(torch.randn(2, 3, 32, 28)).shape == (2, 16, 8, 7)
+        assert model.num_parameters() == parameter_count(16, 3, 5, 4)
+        torch.manual_seed(0)
+        spatial = ConvMixer(dim=16, depth=3, kernel_size=5, patch_size=4, norm=norm)
+        assert {k: v.shape for k, v in model.state_dict().items()} == \
+               {k: v.shape for k, v in spatial.state_dict().items()}
+
+
+def test_legacy_both_is_the_skip_around_the_whole_layer():
+    z = torch.randn(2, 3, 16, 16)
+    torch.manual_seed(0)
+    both = ConvMixer(dim=16, depth=3, kernel_size=3, patch_size=2, residual="both").eval()
+    torch.manual_seed(0)
+    whole = ConvMixer(dim=16, depth=3, kernel_size=3, patch_size=2, residual="whole_layer").eval()
+    with torch.no_grad():
+        assert torch.equal(both(z), whole(z))
+    # the config keeps the name it was given (so a stored "both" compares equal to itself) ...
+    assert both.config.residual == "both" and both.config.to_dict()["residual"] == "both"
+    assert ConvMixer.from_config(both.config.to_dict()).config == both.config
+    # ... and says which placement it is under the current name
+    assert both.config.placement == "whole_layer" == whole.config.placement
+    assert all(layer.residual == "whole_layer" for layer in both.layers)
+
+
+def test_the_first_ablations_stored_configs_load_as_trained():
+    folders = sorted((RESULTS / "ablation").glob("*-seed*"))
+    assert len(folders) == 12
+    torch.manual_seed(0)
+    z = torch.randn(2, 128, 8, 8)
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())["model"]
+        model = ConvMixer.from_config(config).eval()
+        assert model.config.to_dict() == config  # nothing renamed on the way in
+        expected = {"both": "whole_layer", "spatial": "spatial", "none": "none"}[config["residual"]]
+        layer = model.layers[0]
+        assert layer.residual == expected
+        with torch.no_grad():
+            torch.testing.assert_close(layer(z), BY_HAND[expected](layer.spatial, layer.channel, z), rtol=0, atol=0)
+
+
+def test_the_shipped_checkpoint_loads_as_the_papers_placement():
+    from convmixer.train import load_model
+
+    model, ckpt = load_model(RESULTS / "convmixer-cpu.pt")
+    assert ckpt["model_config"]["residual"] == "spatial"
+    assert all(layer.residual == "spatial" for layer in model.layers)
+    x = torch.randn(2, 192, 8, 8)
+    layer = model.layers[0]
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.channel(layer.spatial(x) + x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("residual", RESIDUAL_NAMES)
+def test_command_line_accepts_every_placement(residual):
+    from convmixer.train import parse_config
+
+    cfg = parse_config(["--preset", "tiny", "--residual", residual])
+    assert cfg.residual == residual and cfg.model_config().placement == canonical_residual(residual)
+
+
+def test_command_line_rejects_an_unknown_placement(capsys):
+    from convmixer.train import parse_config
+
+    with pytest.raises(SystemExit) as e:
+        parse_config(["--preset", "tiny", "--residual", "around"])
+    assert e.value.code == 2
+    assert "two_skips" in capsys.readouterr().err
+
+
+def test_a_run_stored_as_both_resumes_with_both(cifar_root, tmp_path):
+    """A checkpoint that says "both" (as the first ablation's did) resumes with the same flag."""
+    from convmixer.checkpoint import load_checkpoint
+    from convmixer.train import preset_config, train
+
+    cfg = preset_config("tiny", residual="both", train_subset=128, test_subset=64, epochs=1, out_dir=str(tmp_path))
+    train(cfg, screen=False)
+    assert load_checkpoint(tmp_path / "last.pt")["model_config"]["residual"] == "both"
+    history = train(cfg, screen=False, epochs=2, resume=True)
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+# --- diagnostics --------------------------------------------------------------------------------
+
+def test_ablation_grid_and_names():
+    assert len(ABLATION_GRID) == 11 and len(set(ABLATION_GRID)) == 11
+    assert ABLATION_GRID[0] == ("spatial", "batch", "gelu")
+    assert {(r, n) for r, n, a in ABLATION_GRID if a == "gelu"} == {(r, n) for r in RESIDUALS for n in NORMS}
+    assert [v for v in ABLATION_GRID if v[2] != "gelu"] == [("spatial", "batch", "relu")]
+    names = [variant_name(*v) for v in ABLATION_GRID]
+    assert len(set(names)) == 11 and "spatial-batch-relu" in names and "whole_layer-layer" in names
+    # the first ablation's names are unchanged
+    assert [variant_name(*v) for v in VARIANTS] == ["spatial-batch", "spatial-layer", "both-batch", "both-layer",
+                                                   "none-batch", "none-layer"]
+
+
+def test_load_ablation_reads_the_first_ablation_unchanged():
+    runs = load_ablation(RESULTS / "ablation")
+    assert len(runs) == 12
+    assert [r["variant"] for r in runs][::2] == [variant_name(*v) for v in VARIANTS]
+    assert {r["placement"] for r in runs if r["residual"] == "both"} == {"whole_layer"}
+    assert all(r["name"] == f"{r['variant']}-seed{r['seed']}" for r in runs)
+    rows = summarize_ablation(runs)
+    assert [row["variant"] for row in rows] == [variant_name(*v) for v in VARIANTS]
+    assert ablation_architecture(runs) == dict(dim=128, depth=8, kernel_size=5, patch_size=4, n_classes=10,
+                                               in_channels=3)
+
+
+def _fake_run(folder: Path, residual: str, norm: str, activation: str, seed: int, acc: float, dim: int = 16):
+    name = f"{variant_name(residual, norm, activation)}-seed{seed}"
+    (folder / name).mkdir(parents=True)
+    model = dict(dim=dim, depth=2, kernel_size=3, patch_size=4, n_classes=10, in_channels=3,
+                 activation=activation, residual=residual, norm=norm)
+    (folder / name / "config.json").write_text(json.dumps({"train": {"seed": seed}, "model": model}))
+    (folder / name / "history.json").write_text(json.dumps([{"test_accuracy": acc, "elapsed_seconds": 1.0}]))
+
+
+def test_load_and_summarize_a_grid(tmp_path):
+    for seed in (1, 0):
+        for i, (r, n, a) in enumerate(reversed(ABLATION_GRID)):
+            _fake_run(tmp_path, r, n, a, seed, acc=0.5 + 0.01 * i + 0.001 * seed)
+    (tmp_path / "plan.json").write_text("{}")   # not a run folder
+    runs = load_ablation(tmp_path)
+    assert len(runs) == 22
+    rows = summarize_ablation(runs)
+    assert [row["variant"] for row in rows] == [variant_name(*v) for v in ABLATION_GRID]
+    relu = rows[-1]
+    assert relu["activation"] == "relu" and relu["seeds"] == [0, 1]
+    assert relu["mean"] == pytest.approx(0.5005) and relu["spread"] == pytest.approx(0.001 / math.sqrt(2))
+    assert ablation_architecture(runs)["depth"] == 2
+    _fake_run(tmp_path, "none", "batch", "gelu", 5, 0.1, dim=32)
+    with pytest.raises(ValueError, match="architecture"):
+        ablation_architecture(load_ablation(tmp_path))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from two threads, and a busy machine makes two threads wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_init_gradient_table(one_thread):
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 8, 8), torch.arange(4) % 10
+    arch = dict(dim=8, depth=4, kernel_size=3, patch_size=2)
+    rows = init_gradient_table(x, y, seeds=(0, 1), **arch)
+    assert [row["variant"] for row in rows] == [variant_name(*v) for v in ABLATION_GRID]
+    for row in rows:
+        for key in ("loss", "rms_first", "rms_last", "grad_first", "grad_last", "growth", "growth_per_layer",
+                    "weight_grad_first", "weight_grad_last"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["variant"], key)
+        assert row["growth_min"] <= row["growth"] <= row["growth_max"]
+        assert row["growth_per_layer"] ** 4 == pytest.approx(row["growth"])
+    by = {row["variant"]: row for row in rows}
+    # a norm at the end of the layer keeps RMS(z_l) = 1; a skip after the last norm lets it grow
+    for name in ("spatial-batch", "none-batch", "spatial-batch-relu"):
+        assert by[name]["rms_last"] == pytest.approx(1.0, abs=0.01)
+    for name in ("channel-batch", "two_skips-batch", "whole_layer-batch"):
+        assert by[name]["rms_last"] > 1.2
+    # the numbers are those of init_statistics on the same models
+    from convmixer.diagnostics import init_statistics
+
+    growths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = ConvMixer(**arch, residual="channel", norm="layer").to(memory_format=torch.channels_last)
+        s = init_statistics(model, x.contiguous(memory_format=torch.channels_last), y)
+        growths.append(s["grad_norm"][0] / s["grad_norm"][-1])
+    assert by["channel-layer"]["growth"] == pytest.approx(math.sqrt(growths[0] * growths[1]), rel=1e-5)
+
+
+def test_rank_correlation():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
+    assert rank_correlation([1, 1, 2], [3, 3, 1]) == pytest.approx(-1.0)   # ties share their mean rank
+    with pytest.raises(ValueError):
+        rank_correlation([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        rank_correlation([1, 1, 1], [1, 2, 3])
