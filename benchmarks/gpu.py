@@ -11,18 +11,21 @@ batch 512), and both clocks include the evaluation after every epoch, as the off
 per-epoch "Time" does.
 
 * **official**: :func:`official_epochs` is the loop of the official ``train.py``, statement for
-  statement (``nn.DataParallel``, fp16 autocast with a ``GradScaler``, the one-cycle ``np.interp``
+  statement (``nn.DataParallel``, here on the one ``--device``, fp16 autocast with a ``GradScaler``, the one-cycle ``np.interp``
   schedule, ``.item()`` after every step), fed by the official per-image PIL pipeline
   (:func:`benchmarks.loader.official_transform`) through a ``DataLoader`` with ``--workers``
   processes (the script's default is 2).
 * **library**: ``convmixer.train.Trainer`` with the ``official`` preset (data set and augmentation
-  on the GPU, bf16 autocast where supported, channels_last, no host synchronisation inside an
+  on the GPU, bf16 autocast where the card runs it natively (compute capability 8.0+, else fp16 with
+  a scaler and fused AdamW), channels_last, no host synchronisation inside an
   epoch, optionally ``torch.compile``), timed by :class:`TimedTrainer`, which also pays for the
   library's checkpoint after every epoch.
 
 It also reports the model FLOP utilisation of each side's training epochs: 6 FLOPs per
-multiply-accumulate of the forward pass, against the bf16 matrix-product rate the same card
-reaches in the same process (:func:`benchmarks.step.matmul_gflops`), and against its fp32 rate;
+multiply-accumulate of the forward pass, against the matrix-product rate the same card reaches in
+the same process (:func:`benchmarks.step.matmul_gflops`) in the half precision each side trains in
+(fp16 for the official script; bf16 or fp16 for the library, as it chooses), and against its fp32
+rate; bf16 is measured only where it is native (on a T4 it is emulated and says nothing);
 and a lower bound on the memory bandwidth each side uses: the bytes its autograd graph saves per
 step (:func:`benchmarks.step.saved_bytes_per_step`), written once and read once, against the
 card's copy rate (:func:`benchmarks.step.copy_gbytes_per_second`).
@@ -68,7 +71,9 @@ def official_loaders(batch_size: int, workers: int, train_subset: int = 0, test_
 def official_epochs(model: nn.Module, trainloader, testloader, epochs: int, lr_max: float, weight_decay: float,
                     device: torch.device, log=print):
     """The official ``train.py`` loop; yields one record per epoch (its clock includes the evaluation)."""
-    model = nn.DataParallel(model).to(device) if device.type == "cuda" else model.to(device)
+    # DataParallel as the script has it, but on the one device asked for (not every visible GPU)
+    model = nn.DataParallel(model.to(device), device_ids=[device], output_device=device) \
+        if device.type == "cuda" else model.to(device)
     amp = device.type == "cuda"  # the script assumes a GPU; on a CPU (tests) it runs in fp32
     lr_schedule = lambda t: np.interp([t], [0, epochs * 2 // 5, epochs * 4 // 5, epochs],  # noqa: E731
                                       [0, lr_max, lr_max / 20.0, 0])[0]
@@ -148,7 +153,7 @@ def run_library(epochs: int, device: torch.device, compile: bool, train_subset=0
         setup = time.perf_counter() - t0
         trainer.clock = time.perf_counter()
         history = trainer.fit()
-    return {"setup_seconds": setup, "precision": str(trainer.dtype).replace("torch.", "") if trainer.dtype else "fp32",
+    return {"setup_seconds": setup, "precision": trainer.precision,
             "compile": compile,
             "history": [{"epoch": h["epoch"], "train_accuracy": h["train_accuracy"],
                          "test_accuracy": h["test_accuracy"], "epoch_seconds": h["epoch_wall_seconds"],
@@ -157,9 +162,10 @@ def run_library(epochs: int, device: torch.device, compile: bool, train_subset=0
 
 
 def summarise(side: dict, gflop_per_image: float, matmul: dict, target: float = TARGET,
-              saved_bytes: int = 0, batch: int = 512, copy: float = float("nan")) -> dict:
-    """Time to ``target`` (cumulative wall seconds, evaluation included), the training FLOP utilisation,
-    and a lower bound on the memory traffic (``saved_bytes`` written and read once per step)."""
+              saved_bytes: int = 0, batch: int = 512, copy: float = float("nan"), half: str = "bf16") -> dict:
+    """Time to ``target`` (cumulative wall seconds, evaluation included), the training FLOP utilisation
+    (against ``matmul[half]``, the side's own half precision, and fp32), and a lower bound on the
+    memory traffic (``saved_bytes`` written and read once per step)."""
     elapsed, reached = 0.0, None
     for h in side["history"]:
         elapsed += h["epoch_seconds"]
@@ -173,7 +179,9 @@ def summarise(side: dict, gflop_per_image: float, matmul: dict, target: float = 
             "total_seconds": elapsed, "reached_at_epoch": reached["epoch"] if reached else None,
             "seconds_to_target": reached["elapsed_seconds"] if reached else None,
             "train_images_per_second": images / train_seconds, "model_gflops_per_second": model_gflops,
-            "of_bf16_matmul": model_gflops / matmul["bf16"], "of_fp32_matmul": model_gflops / matmul["fp32"],
+            "half_precision": half, "of_half_matmul": model_gflops / matmul[half],
+            **({"of_bf16_matmul": model_gflops / matmul["bf16"]} if "bf16" in matmul else {}),
+            "of_fp32_matmul": model_gflops / matmul["fp32"],
             "saved_bytes_per_step": saved_bytes,
             "min_traffic_gbytes_per_second": 2 * saved_bytes * images / train_seconds / batch / 1e9,
             "min_traffic_of_copy": 2 * saved_bytes * images / train_seconds / batch / 1e9 / copy}
@@ -198,30 +206,35 @@ def main(argv=None) -> int:
     from .step import copy_gbytes_per_second, matmul_gflops, model_gflops_per_image, saved_bytes_per_step
 
     env = common.environment()
+    from convmixer.runtime import native_bf16
+
     n = 8192 if device.type == "cuda" else 512
-    matmul = {"fp32": matmul_gflops(torch.float32, n, device=device),
-              "bf16": matmul_gflops(torch.bfloat16, n, device=device)}
+    halves = ("fp16", "bf16") if native_bf16(device) or device.type == "cpu" else ("fp16",)
+    matmul = {"fp32": matmul_gflops(torch.float32, n, device=device)}
+    matmul.update({h: matmul_gflops({"fp16": torch.float16, "bf16": torch.bfloat16}[h], n, device=device)
+                   for h in halves})
     copy = copy_gbytes_per_second(device, mib=1024 if device.type == "cuda" else 64)
     shape = dict(dim=256, depth=8, kernel_size=5, patch_size=2, batch=512)
     gflop = model_gflops_per_image(shape)
-    print(f"{env['gpu'] or 'CPU'}: matmul {n}^3 {matmul['fp32']:.0f} GFLOP/s fp32, {matmul['bf16']:.0f} GFLOP/s bf16; "
-          f"copy {copy:.0f} GB/s")
+    print(f"{env['gpu'] or 'CPU'}: matmul {n}^3 " + ", ".join(f"{v:.0f} GFLOP/s {k}" for k, v in matmul.items())
+          + f"; copy {copy:.0f} GB/s")
     sides = {}
     if "official" in args.only:
         saved = saved_bytes_per_step(shape, "official", "fp16" if device.type == "cuda" else "fp32", device)
         sides["official"] = summarise(run_official(args.epochs, args.workers, device, args.train_subset,
-                                                   args.test_subset), gflop, matmul, saved_bytes=saved, copy=copy)
+                                                   args.test_subset), gflop, matmul, saved_bytes=saved, copy=copy,
+                                      half="fp16" if device.type == "cuda" else "fp32")
     if "library" in args.only:
         lib = run_library(args.epochs, device, args.compile, args.train_subset, args.test_subset)
-        precision = {"bfloat16": "bf16", "float16": "fp16"}.get(lib["precision"], "fp32")
+        precision = lib["precision"]
         saved = saved_bytes_per_step(shape, "library", precision, device)
-        sides["library"] = summarise(lib, gflop, matmul, saved_bytes=saved, copy=copy)
+        sides["library"] = summarise(lib, gflop, matmul, saved_bytes=saved, copy=copy, half=precision)
     for name, s in sides.items():
         to = (f"{s['target_accuracy']:.1%} after {s['seconds_to_target']:.0f} s (epoch {s['reached_at_epoch']})"
               if s["reached_at_epoch"] else f"{s['target_accuracy']:.1%} not reached")
         print(f"{name:9s} final {s['final_test_accuracy']:.4f}; {to}; {s['total_seconds']:.0f} s in all; "
               f"{s['train_images_per_second']:.0f} img/s; {s['model_gflops_per_second']:.0f} GFLOP/s = "
-              f"{s['of_bf16_matmul']:.0%} of the bf16 matmul rate; at least {s['min_traffic_gbytes_per_second']:.1f} "
+              f"{s['of_half_matmul']:.0%} of the {s['half_precision']} matmul rate; at least {s['min_traffic_gbytes_per_second']:.1f} "
               f"GB/s = {s['min_traffic_of_copy']:.0%} of the copy rate")
     if len(sides) == 2:
         o, lib = sides["official"], sides["library"]

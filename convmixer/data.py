@@ -2,7 +2,9 @@
 
 Where the data comes from, in order:
 
-1. ``root`` if given, else the ``CONVMIXER_DATA`` environment variable, else ``./data``.
+1. ``root`` if given, else the ``CONVMIXER_DATA`` environment variable, else the per-user
+   folder :func:`default_data_root` (``~/.cache/convmixer/data``, or under ``$XDG_CACHE_HOME``),
+   the same wherever Python or Jupyter was started.
 2. In that folder: a cache ``cifar10-<split>-uint8.pt`` written by an earlier call; else an
    ImageFolder tree ``<split>/<class>/*.jpg|png`` (the layout of the JPEG copy in
    ``shared/data``); else torchvision's ``cifar-10-batches-py``; else, if ``download`` is
@@ -11,14 +13,21 @@ Where the data comes from, in order:
 A cache that cannot be read is rebuilt from the source (with a warning); a data folder that
 cannot be written still works, without a cache.
 
+``python -m convmixer.data --from cifar10-jpeg.tar.gz`` fills that folder from the JPEG archive
+(the set-up scripts run it with ``../shared/data/cifar10-jpeg.tar.gz``); ``python -m convmixer.data``
+says where the data is looked for.
+
 Images are decoded once and cached as one (N, 3, 32, 32) uint8 tensor per split: 150 MB
 for the training set, small enough to keep on a GPU, where whole batches are
 indexed and augmented with tensor ops instead of one PIL image at a time.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
+import sys
+import tarfile
 import warnings
 from pathlib import Path
 
@@ -35,9 +44,57 @@ SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
+def default_data_root() -> Path:
+    """The per-user data folder: ``$XDG_CACHE_HOME/convmixer/data``, by default ``~/.cache/convmixer/data``.
+
+    One place for every working directory: a notebook whose kernel runs in ``book/``, a script run
+    from the repository root and a Colab session all find (or download) CIFAR-10 there.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(cache).expanduser() / "convmixer" / "data"
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: the argument, else $CONVMIXER_DATA (when set and not empty), else ./data."""
-    return Path(root if root is not None else (os.environ.get("CONVMIXER_DATA") or "data")).expanduser()
+    """The data folder: the argument, else $CONVMIXER_DATA (when set and not empty), else :func:`default_data_root`."""
+    if root is None:
+        root = os.environ.get("CONVMIXER_DATA") or default_data_root()
+    return Path(root).expanduser()
+
+
+def has_cifar10(root: str | os.PathLike | None = None) -> bool:
+    """Whether ``root`` (default: :func:`data_root`) holds both splits in a form :func:`load_cifar10` reads
+    without a download."""
+    root = data_root(root)
+    return (root / "cifar-10-batches-py").is_dir() or all(
+        (root / f"cifar10-{split}-uint8.pt").is_file() or (root / split).is_dir() for split in SPLITS)
+
+
+def install_archive(archive: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Extract a CIFAR-10 archive (``train/<class>/*.jpg``, ``test/<class>/*.jpg``) into ``root``.
+
+    Does nothing when ``root`` (default: :func:`data_root`) already holds the data set.  The
+    archive is unpacked into a temporary folder beside ``root`` and moved into place split by
+    split, so an interrupted extraction never leaves a half-filled split behind.
+    """
+    import shutil
+    import tempfile
+
+    root = data_root(root)
+    if has_cifar10(root):
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".extract-") as tmp:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        found = {p.name: p for p in [*Path(tmp).glob("*"), *Path(tmp).glob("*/*")] if p.is_dir() and p.name in SPLITS}
+        missing = [s for s in SPLITS if s not in found]
+        if missing:
+            raise FileNotFoundError(f"{archive} holds no {' or '.join(missing)}/ folder; expected "
+                                    f"train/<class>/*.jpg and test/<class>/*.jpg")
+        for split in SPLITS:
+            if not (root / split).is_dir():
+                shutil.move(str(found[split]), root / split)
+    return root
 
 
 REEXTRACT = "extract the data set again (e.g. tar -xzf cifar10-jpeg.tar.gz)"
@@ -188,6 +245,7 @@ def _not_found(looked: list[str], why: str) -> str:
         "CIFAR-10 not found. Looked for: " + "; ".join(looked) + f" ({why}). "
         "Fix: pass root=... (or --data-root), or set CONVMIXER_DATA to a folder holding "
         "train/<class>/*.jpg and test/<class>/*.jpg, or torchvision's cifar-10-batches-py, "
+        "or fill the default folder with python -m convmixer.data --from cifar10-jpeg.tar.gz, "
         "or allow the download on a machine with internet."
     )
 
@@ -270,3 +328,27 @@ def normalize_float(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """[0, 1] floats -> (x - mean) / std, per channel; ``inplace`` overwrites x (no new 6 MiB batch)."""
     mean, std = channel_constant(MEAN, x.device, x.dtype), channel_constant(STD, x.device, x.dtype)
     return x.sub_(mean).div_(std) if inplace else (x - mean) / std
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convmixer.data",
+                                     description="Where CIFAR-10 is looked for; fill that folder from an archive.")
+    parser.add_argument("--from", dest="archive", metavar="TAR_GZ",
+                        help="extract this archive (train/ and test/ class folders) there, unless the data is there")
+    parser.add_argument("--root", help="the folder (default: $CONVMIXER_DATA, else the per-user cache folder)")
+    args = parser.parse_args(argv)
+    root = data_root(args.root)
+    if args.archive:
+        if not Path(args.archive).is_file():
+            print(f"python -m convmixer.data: error: no archive at {args.archive}", file=sys.stderr)
+            return 2
+        already = has_cifar10(root)
+        install_archive(args.archive, root)
+        print(f"CIFAR-10 {'already in' if already else 'extracted to'} {root}")
+    else:
+        print(f"{root} ({'holds CIFAR-10' if has_cifar10(root) else 'no CIFAR-10 yet: the first use downloads it'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,15 +77,18 @@ class StreamingLoader:
     """A ``DataLoader`` over an ImageFolder that moves batches to ``device``; one per split.
 
     ``sharded`` tells the trainer the sampler already gives this process its own share.
+    ``channels_last`` converts each batch on the device to the layout a channels-last model wants
+    (else every convolution converts it again).
     """
 
     sharded = True
 
     def __init__(self, dataset, batch_size: int, *, train: bool, device, workers: int, seed: int,
-                 world: int = 1, rank: int = 0, collate_fn=None):
+                 world: int = 1, rank: int = 0, collate_fn=None, channels_last: bool = False):
         from torch.utils.data import DataLoader, DistributedSampler
 
         self.device = torch.device(device)
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
         self.sampler = DistributedSampler(dataset, world, rank, shuffle=train, seed=seed, drop_last=train) \
             if world > 1 else None
         g = torch.Generator().manual_seed(seed)
@@ -103,13 +106,14 @@ class StreamingLoader:
 
     def __iter__(self):
         for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            yield (x.to(self.device, non_blocking=True, memory_format=self.memory_format),
+                   y.to(self.device, non_blocking=True))
 
 
 def imagefolder_loaders(root: str | os.PathLike, batch_size: int, *, device, image_size: int = 224,
                         workers: int = 8, seed: int = 0, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
                         scale_min: float = 0.08, mixup: float = 0.0, cutmix: float = 0.0,
-                        world: int = 1, rank: int = 0):
+                        world: int = 1, rank: int = 0, channels_last: bool = False):
     """(train loader, validation loader, class names) for an ImageNet-layout folder."""
     from torchvision.datasets import ImageFolder
 
@@ -121,7 +125,7 @@ def imagefolder_loaders(root: str | os.PathLike, batch_size: int, *, device, ima
         raise ValueError(f"train/ and val/ in {root} hold different class folders")
     collate = mix_collate(len(train_set.classes), mixup, cutmix)
     train = StreamingLoader(train_set, batch_size, train=True, device=device, workers=workers, seed=seed,
-                            world=world, rank=rank, collate_fn=collate)
+                            world=world, rank=rank, collate_fn=collate, channels_last=channels_last)
     val = StreamingLoader(val_set, batch_size, train=False, device=device, workers=workers, seed=seed,
-                          world=world, rank=rank)
+                          world=world, rank=rank, channels_last=channels_last)
     return train, val, train_set.classes

@@ -18,7 +18,7 @@ from PIL import Image, ImageFile
 
 from convmixer import data
 from convmixer.checkpoint import atomic_save
-from convmixer.data import CLASSES, data_root, load_cifar10
+from convmixer.data import CLASSES, data_root, default_data_root, has_cifar10, install_archive, load_cifar10
 
 
 def write_image(path: Path, seed: int, size=(32, 32), fmt=None) -> np.ndarray:
@@ -69,10 +69,16 @@ def test_grayscale_and_upper_case_suffixes_are_accepted(tmp_path):
 def test_data_root_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVMIXER_DATA", str(tmp_path))
     assert data_root() == tmp_path and data_root("elsewhere") == Path("elsewhere")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("CONVMIXER_DATA", "")  # set but empty: the default, not the current folder
-    assert data_root() == Path("data")
+    assert data_root() == tmp_path / "home" / ".cache" / "convmixer" / "data"
     monkeypatch.delenv("CONVMIXER_DATA")
-    assert data_root() == Path("data")
+    assert data_root() == default_data_root() == tmp_path / "home" / ".cache" / "convmixer" / "data"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_root() == tmp_path / "cache" / "convmixer" / "data"
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the working directory
+    assert data_root() == tmp_path / "cache" / "convmixer" / "data"
 
 
 # --- Broken data folders: the error names the folder or file and says what to do --------------
@@ -345,3 +351,64 @@ def test_real_test_split_loads_from_its_cache(cifar_root):
     x, y = load_cifar10("test", cifar_root, download=False)
     assert x.dtype == torch.uint8 and x.shape == (10_000, 3, 32, 32)
     assert torch.bincount(y, minlength=10).tolist() == [1000] * 10
+
+
+# --- One home for the data, whatever the working directory ------------------------------------------
+
+def jpeg_archive(path: Path, per_class=1) -> Path:
+    """A small cifar10-jpeg.tar.gz in the layout of ../shared/data's (train/ and test/ at the top)."""
+    import tarfile
+
+    tree = path.parent / "tree"
+    for split in ("train", "test"):
+        make_tree(tree, split, per_class=per_class, suffix=".jpg")
+    with tarfile.open(path, "w:gz") as tar:
+        for split in ("train", "test"):
+            tar.add(tree / split, arcname=split)
+    return path
+
+
+def home_env(tmp_path: Path) -> dict:
+    """An environment whose home is ``tmp_path/home``, with no CONVMIXER_DATA and no network."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVMIXER_DATA", "XDG_CACHE_HOME")}
+    repo = Path(__file__).resolve().parents[1]
+    return {**env, "HOME": str(tmp_path / "home"), "PYTHONPATH": str(repo),
+            "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # a download would fail
+
+
+def test_archive_fills_the_default_folder_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONVMIXER_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    archive = jpeg_archive(tmp_path / "src" / "cifar10-jpeg.tar.gz")
+    root = install_archive(archive)
+    assert root == tmp_path / "cache" / "convmixer" / "data" and has_cifar10()
+    assert sorted(p.name for p in root.iterdir()) == ["test", "train"]  # no leftovers of the extraction
+    x, y = load_cifar10("test", download=False)
+    assert x.shape == (10, 3, 32, 32) and y.tolist() == list(range(10))
+    stamp = (root / "train").stat().st_mtime_ns
+    install_archive(archive)  # already there: nothing is extracted again
+    assert (root / "train").stat().st_mtime_ns == stamp
+
+
+def test_setup_command_and_a_run_elsewhere_find_the_data_without_a_download(tmp_path):
+    """What tools/env.sh runs, then a chapter-like training run started from an unrelated folder."""
+    import subprocess
+    import sys
+
+    archive = jpeg_archive(tmp_path / "src" / "cifar10-jpeg.tar.gz", per_class=7)
+    env = home_env(tmp_path)
+    fill = subprocess.run([sys.executable, "-m", "convmixer.data", "--from", str(archive)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert fill.returncode == 0, fill.stderr
+    home_data = tmp_path / "home" / ".cache" / "convmixer" / "data"
+    assert f"extracted to {home_data}" in fill.stdout
+    elsewhere = tmp_path / "book"
+    elsewhere.mkdir()
+    run = subprocess.run([sys.executable, "-m", "convmixer.train", "--preset", "tiny", "--dim", "8", "--depth", "1",
+                          "--train-subset", "0", "--test-subset", "0", "--batch-size", "35", "--epochs", "1",
+                          "--threads", "1", "--out-dir", "run"],
+                         env=env, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (elsewhere / "run" / "last.pt").is_file() and not (elsewhere / "data").exists()
+    assert (home_data / "cifar10-train-uint8.pt").is_file()  # cached beside the extracted tree
+    assert not any(p.suffix == ".gz" for p in home_data.iterdir())  # nothing was downloaded

@@ -11,6 +11,9 @@ read the config:
 (b) the clone address and branch in the setup cell (the first code cell, the same in
     every chapter: on Colab it clones the repository, for the library and for the saved
     results the chapters load, installs the library from the clone and works in its book/).
+    The cell's one template is :data:`SETUP_TEMPLATE`; its ``{home}`` is the folder the clone
+    goes into (``/content`` on Colab), a parameter so that ``tests/test_colab_setup.py`` can run
+    the very same cell in a temporary folder with a stand-in ``google.colab``.
 
 Usage::
 
@@ -39,18 +42,26 @@ COLAB = "https://colab.research.google.com/github"
 BADGE_LINE = re.compile(r"^\s*\[!\[[^\]]*\]\([^)]*colab[^)]*\)\]\([^)]*colab\.research\.google\.com[^)]*\)\s*$",
                         re.IGNORECASE)
 REPO_ADDRESS = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
-SETUP_CELL = '''\
+COLAB_HOME = "/content"
+SETUP_TEMPLATE = '''\
 # Setup: runs unchanged locally and on Colab. On Colab it clones the book's repository (the
 # library, and the saved results the chapters load), installs the library from the clone
 # (Colab's own torch already satisfies the requirement and is left alone) and works in book/.
 import os, sys
 if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/{name}"):
-        !git clone -q --depth 1 --branch {branch} {url} /content/{name}
-        %pip install -q /content/{name}
-    os.chdir("/content/{name}/book")
+    if not os.path.isdir("{home}/{name}"):
+        !git clone -q --depth 1 --branch {branch} {url} {home}/{name}
+        %pip install -q {home}/{name}
+    os.chdir("{home}/{name}/book")
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")'''
+# The cell as the chapters hold it (fields url, branch and name still to fill).
+SETUP_CELL = SETUP_TEMPLATE.replace("{home}", COLAB_HOME)
+
+
+def setup_cell(url: str, branch: str, name: str, home: str = COLAB_HOME) -> str:
+    """The setup cell for a repository at ``url`` (any address git clones), cloned into ``home/name``."""
+    return SETUP_TEMPLATE.format(url=url, branch=branch, name=name, home=home)
 
 
 class Repo:
@@ -77,8 +88,8 @@ class Repo:
     def badge(self, notebook: Path) -> str:
         return f"[![Open In Colab]({BADGE_IMAGE})]({self.colab_url(notebook)})"
 
-    def setup_cell(self) -> str:
-        return SETUP_CELL.format(url=self.url, branch=self.branch, name=self.name)
+    def setup_cell(self, home: str = COLAB_HOME) -> str:
+        return setup_cell(self.url, self.branch, self.name, home)
 
 
 def _source(cell) -> str:
