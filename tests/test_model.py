@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from convmixer import PRESETS, ConvMixer, ConvMixerConfig, convmixer, parameter_count
-from convmixer.model import ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding, SpatialMixing
+from convmixer.model import (RESIDUAL_NAMES, ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding,
+                             SpatialMixing)
 from convmixer.reference import (
     load_official_state_dict,
     multiply_accumulates,
@@ -221,7 +222,7 @@ def test_parameter_count_random_configs():
         cfg = dict(dim=rng.randint(1, 64), depth=rng.randint(0 + 1, 6), kernel_size=rng.choice([1, 3, 5, 7, 9]),
                    patch_size=rng.randint(1, 16), n_classes=rng.randint(1, 100), in_channels=rng.randint(1, 4))
         for norm in ("batch", "layer"):
-            for residual in ("spatial", "both", "none"):
+            for residual in RESIDUAL_NAMES:
                 with torch.device("meta"):
                     model = ConvMixer(**cfg, norm=norm, residual=residual)
                 assert parameter_count(**cfg) == model.num_parameters(), (cfg, norm, residual)
@@ -260,23 +261,26 @@ def test_layers_initialised_independently():
 def test_residual_options_match_their_definitions():
     torch.manual_seed(0)
     z = torch.randn(2, 8, 6, 5)
-    for residual in ("spatial", "both", "none"):
+    for residual in RESIDUAL_NAMES:
         layer = ConvMixerLayer(8, 3, residual=residual).eval()
         _randomise_norms(layer)
         S, C = layer.spatial, layer.channel
         expected = {
             "spatial": C(S(z) + z),
-            "both": C(S(z)) + z,
+            "channel": S(z) + C(S(z)),
+            "two_skips": (S(z) + z) + C(S(z) + z),
+            "whole_layer": C(S(z)) + z,
+            "both": C(S(z)) + z,  # the legacy name of whole_layer
             "none": C(S(z)),
         }[residual]
         with torch.no_grad():
             torch.testing.assert_close(layer(z), expected, rtol=0, atol=0)
-    # ...and the three are genuinely different functions
+    # ...and the five placements are genuinely different functions
     outs = []
-    for residual in ("spatial", "both", "none"):
+    for residual in ("spatial", "channel", "two_skips", "whole_layer", "none"):
         torch.manual_seed(1)
         outs.append(ConvMixerLayer(8, 3, residual=residual).eval()(z))
-    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[1], outs[2])
+    assert all(not torch.allclose(a, b) for i, a in enumerate(outs) for b in outs[i + 1:])
 
 
 def test_sub_modules_are_conv_act_norm():
