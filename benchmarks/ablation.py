@@ -265,7 +265,8 @@ def main(argv=None) -> int:
         status[run["name"]] = ("finished" if is_finished(run, results) else
                                "failed" if failed and not args.retry_failed else "to run")
     todo = [run for run in queue if status[run["name"]] == "to run"]
-    print(f"results: {results}\ncode: commit {state['commit']}{' (with uncommitted changes)' if state['dirty'] else ''}\n"
+    dirty = " (with uncommitted changes)" if state["dirty"] else ""
+    print(f"results: {results}\ncode: commit {state['commit']}{dirty}\n"
           f"queue: {len(queue)} runs, {sum(s == 'finished' for s in status.values())} finished, "
           f"{sum(s == 'failed' for s in status.values())} failed, {len(todo)} to run", flush=True)
     if args.dry_run:

@@ -160,6 +160,10 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
                           through the d layers (geometric mean over seeds of each seed's ratio)
     ``growth_min``, ``growth_max``  the range of that ratio over the seeds
     ``growth_per_layer``  growth ** (1 / d), the average factor per layer
+    ``relative_growth``   the same ratio for ||dL/dz_l|| x RMS(z_l), the gradient with respect to a
+                          *relative* change of the tokens: unlike ``growth`` it does not change when
+                          a variant's tokens are simply larger (a skip after the last norm lets
+                          RMS(z_d) grow, which shrinks ||dL/dz_d|| in proportion)
     ``weight_grad_first``, ``weight_grad_last``  ||dL/dtheta|| of the first ConvMixer layer (l = 1)
                           and of the last (l = d), geometric mean over seeds
 
@@ -174,6 +178,8 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
                           activation=activation, **architecture)
         growths = [run["grad_norm"][0] / run["grad_norm"][-1] for run in runs]
         growth = _geometric_mean(growths)
+        relative = [(run["grad_norm"][0] * run["activation_rms"][0])
+                    / (run["grad_norm"][-1] * run["activation_rms"][-1]) for run in runs]
         rows.append({
             "variant": variant_name(residual, norm, activation), "residual": residual, "norm": norm,
             "activation": activation,
@@ -183,7 +189,7 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
             "grad_first": _geometric_mean(run["grad_norm"][0] for run in runs),
             "grad_last": _geometric_mean(run["grad_norm"][-1] for run in runs),
             "growth": growth, "growth_min": min(growths), "growth_max": max(growths),
-            "growth_per_layer": growth ** (1 / depth),
+            "growth_per_layer": growth ** (1 / depth), "relative_growth": _geometric_mean(relative),
             "weight_grad_first": _geometric_mean(run["weight_grad_norm"][1] for run in runs),
             "weight_grad_last": _geometric_mean(run["weight_grad_norm"][-1] for run in runs),
         })

@@ -232,10 +232,12 @@ def test_init_gradient_table(one_thread):
     assert [row["variant"] for row in rows] == [variant_name(*v) for v in ABLATION_GRID]
     for row in rows:
         for key in ("loss", "rms_first", "rms_last", "grad_first", "grad_last", "growth", "growth_per_layer",
-                    "weight_grad_first", "weight_grad_last"):
+                    "relative_growth", "weight_grad_first", "weight_grad_last"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["variant"], key)
         assert row["growth_min"] <= row["growth"] <= row["growth_max"]
         assert row["growth_per_layer"] ** 4 == pytest.approx(row["growth"])
+        if row["variant"] in ("spatial-batch", "none-batch"):   # RMS(z_0) = RMS(z_d) = 1: the two ratios agree
+            assert row["relative_growth"] == pytest.approx(row["growth"], rel=0.02)
     by = {row["variant"]: row for row in rows}
     # a norm at the end of the layer keeps RMS(z_l) = 1; a skip after the last norm lets it grow
     for name in ("spatial-batch", "none-batch", "spatial-batch-relu"):
