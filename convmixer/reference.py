@@ -1,7 +1,7 @@
 """The paper's own ConvMixer, and the bookkeeping that proves the library equals it.
 
-The official implementation (``convmixer.py`` in locuslab/convmixer) is a single
-``nn.Sequential`` of about fifteen lines.  It is the ground truth: a reader can hold
+The official implementation (``convmixer.py`` in locuslab/convmixer, 2021-10-05) is a
+single ``nn.Sequential`` expression of 18 lines.  It is the ground truth: a reader can hold
 it in their head, and :class:`convmixer.model.ConvMixer` is only worth trusting if,
 given the same weights, it computes the same function.  This module provides
 
@@ -80,8 +80,9 @@ def official_convmixer(dim: int, depth: int, kernel_size: int = 9, patch_size: i
     )
 
 
-#: The official README's "tweetable" ConvMixer (it assumes ``from torch.nn import *``), kept
-#: verbatim as text so the book can show it; :func:`tweetable_convmixer` executes it.
+#: The official README's "tweetable" ConvMixer (it assumes ``from torch.nn import *``), verbatim as
+#: the README showed it from 2021-10-06 to 2022-01-24 (its current version names the function
+#: ``ConvMixer`` and writes ``AdaptiveAvgPool2d(1)``); :func:`tweetable_convmixer` executes it.
 TWEETABLE_SOURCE = """\
 def ConvMixr(h,d,k,p,n):
  S,C,A=Sequential,Conv2d,lambda x:S(x,GELU(),BatchNorm2d(h))
