@@ -1,6 +1,6 @@
 """What a ConvMixer does at initialisation, and the results of the residual/norm ablation.
 
-Chapter 4 (residual choices and normalization) uses these helpers:
+Chapter 4 (residual choices and normalization) uses these helpers::
 
     VARIANTS             the six (residual, norm) pairs of the first, small ablation (legacy name "both")
     ABLATION_GRID        the eleven (residual, norm, activation) variants of the full-data ablation
@@ -55,12 +55,12 @@ def variant_name(residual: str, norm: str, activation: str = "gelu") -> str:
 def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[float]]:
     """Per-layer statistics of one forward and backward pass of the cross-entropy on a batch.
 
-    Returns lists indexed by layer l = 0..d (z_0: the patch embedding's output):
+    Returns lists indexed by layer l = 0..d (z_0: the patch embedding's output)::
 
-    ``activation_rms``  sqrt(mean(z_l^2)): the typical size of one entry of the token grid
-    ``grad_norm``       ||dL/dz_l||, the Frobenius norm of the loss's gradient w.r.t. the whole grid
-    ``weight_grad_norm`` ||dL/dtheta_l||, the gradient norm of the parameters of the block that
-                        produces z_l (the patch embedding for l = 0, ConvMixer layer l otherwise)
+        activation_rms    sqrt(mean(z_l^2)): the typical size of one entry of the token grid
+        grad_norm         ||dL/dz_l||, the Frobenius norm of the loss's gradient w.r.t. the whole grid
+        weight_grad_norm  ||dL/dtheta_l||, the gradient norm of the parameters of the block that
+                          produces z_l (the patch embedding for l = 0, ConvMixer layer l otherwise)
 
     and ``loss``, a one-element list.  Nothing is updated: the gradients are discarded afterwards.
     The model is put in training mode for the measurement and restored to its previous mode.
@@ -150,22 +150,22 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
     ``architecture`` fixes everything but the variant (``dim``, ``depth``, ``kernel_size``,
     ``patch_size``; e.g. ``ablation_architecture(runs)``, so that the measurement is made at the
     depth the ablation trained).  Each variant is measured with :func:`init_statistics` on the same
-    batch for each seed; a row holds
+    batch for each seed; a row holds::
 
-    ``variant``, ``residual``, ``norm``, ``activation``
-    ``loss``              initial cross-entropy, mean over seeds (ln 10 = 2.30 for uniform guesses)
-    ``rms_first``, ``rms_last``   RMS(z_0) and RMS(z_d), mean over seeds
-    ``grad_first``, ``grad_last`` ||dL/dz_0|| and ||dL/dz_d||, geometric mean over seeds
-    ``growth``            ||dL/dz_0|| / ||dL/dz_d||: how much the gradient grows on its way back
-                          through the d layers (geometric mean over seeds of each seed's ratio)
-    ``growth_min``, ``growth_max``  the range of that ratio over the seeds
-    ``growth_per_layer``  growth ** (1 / d), the average factor per layer
-    ``relative_growth``   the same ratio for ||dL/dz_l|| x RMS(z_l), the gradient with respect to a
-                          *relative* change of the tokens: unlike ``growth`` it does not change when
-                          a variant's tokens are simply larger (a skip after the last norm lets
-                          RMS(z_d) grow, which shrinks ||dL/dz_d|| in proportion)
-    ``weight_grad_first``, ``weight_grad_last``  ||dL/dtheta|| of the first ConvMixer layer (l = 1)
-                          and of the last (l = d), geometric mean over seeds
+        variant, residual, norm, activation
+        loss                  initial cross-entropy, mean over seeds (ln 10 = 2.30 for uniform guesses)
+        rms_first, rms_last   RMS(z_0) and RMS(z_d), mean over seeds
+        grad_first, grad_last ||dL/dz_0|| and ||dL/dz_d||, geometric mean over seeds
+        growth                ||dL/dz_0|| / ||dL/dz_d||: how much the gradient grows on its way back
+                              through the d layers (geometric mean over seeds of each seed's ratio)
+        growth_min, growth_max   the range of that ratio over the seeds
+        growth_per_layer      growth ** (1 / d), the average factor per layer
+        relative_growth       the same ratio for ||dL/dz_l|| x RMS(z_l), the gradient with respect to
+                              a *relative* change of the tokens: unlike growth it does not change
+                              when a variant's tokens are simply larger (a skip after the last norm
+                              lets RMS(z_d) grow, which shrinks ||dL/dz_d|| in proportion)
+        weight_grad_first, weight_grad_last   ||dL/dtheta|| of the first ConvMixer layer (l = 1)
+                              and of the last (l = d), geometric mean over seeds
 
     These are properties of the untrained network on one batch; whether they predict how well a
     variant trains is a separate question (see :func:`rank_correlation`).
@@ -200,7 +200,7 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Spearman's rank correlation of two equally long sequences (ties get their average rank).
 
     +1: ``ys`` orders the items exactly as ``xs`` does; -1: exactly the reverse; near 0: no
-    monotone relation.  With eleven variants, |rho| must exceed about 0.6 before chance is an
+    monotone relation.  With eleven variants, abs(rho) must exceed about 0.6 before chance is an
     unlikely explanation (two-sided 5% critical value for n = 11: 0.618).
     """
     if len(xs) != len(ys) or len(xs) < 2:
