@@ -261,6 +261,15 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def _no_buffer_sync() -> dict:
+    """DDP's flag for "no buffer broadcast before each forward": synchronised BatchNorm statistics are
+    already equal on every rank (``forward_sync_buffers`` in newer PyTorch, ``broadcast_buffers`` before)."""
+    import inspect
+
+    params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def saved_precision(ckpt: dict) -> str | None:
     """The precision a checkpoint was trained in ("fp32", "bf16", "fp16"), or None when it cannot tell.
 
@@ -319,8 +328,7 @@ class Trainer:
             sync_bn = cfg.sync_bn and self.device.type == "cuda"
             if sync_bn:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            # Synchronised statistics are the same on every rank: no buffer broadcast before each forward.
-            self.step_model = nn.parallel.DistributedDataParallel(self.model, broadcast_buffers=not sync_bn)
+            self.step_model = nn.parallel.DistributedDataParallel(self.model, **_no_buffer_sync() if sync_bn else {})
         if cfg.compile:
             self.step_model = torch.compile(self.step_model)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay,
