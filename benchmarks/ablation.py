@@ -292,8 +292,8 @@ def main(argv=None) -> int:
                 "wall_seconds": round(wall, 1), "load_average_start": load0, "load_average_end": load_average(),
                 "command": "python -m convmixer.train " + shlex.join(trainer_args(run, args.runs_dir, args.threads))}
         if rc in STOPPED_BY_USER:
-            print(f"\nstopped during {run['name']}; its checkpoint is saved: run the same command to resume",
-                  file=sys.stderr)
+            print(f"\n{run['name']} was stopped by a signal (exit status {rc}); run the same command to resume "
+                  f"it from its last checkpoint (the trainer saves one when it is interrupted)", file=sys.stderr)
             return 130
         if rc != 0:
             (results / run["name"]).mkdir(parents=True, exist_ok=True)
