@@ -105,7 +105,9 @@ def test_mixed_precision_runs_and_is_stored(precision, channels_last, data_root,
     assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
-def test_compiled_model_trains(data_root, tmp_path):
+def test_compiled_model_trains(data_root, tmp_path, monkeypatch):
+    # a private compile cache: a shared /tmp/torchinductor_<user> may hold another process's half-written files
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     trainer = Trainer(cfg(tmp_path, data_root, compile=True, precision="bf16"), screen=False)
     history = trainer.fit()
     assert len(history) == 1 and history[0]["train_loss"] > 0
