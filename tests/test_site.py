@@ -496,3 +496,156 @@ def test_page_in_browser(browser, doc):
         else:
             problems.append(f"navigation link leaves the site: {href}")
     assert not problems, f"{doc}:\n" + "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- 4. what a reader does
+
+def _notebook(doc: str) -> dict:
+    return json.loads((ROOT / f"{doc}.ipynb").read_text(encoding="utf8"))
+
+
+def _listing_outputs(doc: str) -> int:
+    """Outputs of ``convmixer.listing.show_source`` in a chapter (a fenced python block as Markdown)."""
+    return sum("```python" in "".join(out.get("data", {}).get("text/markdown", ""))
+               for cell in _notebook(doc)["cells"] for out in cell.get("outputs", []))
+
+
+def _solutions(doc: str) -> int:
+    return sum("".join(cell["source"]).count("<details>") for cell in _notebook(doc)["cells"]
+               if cell["cell_type"] == "markdown")
+
+
+# Text that means a directive or role was not parsed: it reached the reader as source.
+RAW_MYST = re.compile(r"```|^:::|\{(?:literalinclude|code-cell|note|warning|admonition|figure|image|math|eval-rst|"
+                      r"cite(?::[pt])?|ref|doc|numref|eq|download)\}|</?details>|</?summary>", re.M)
+
+
+def test_source_listings_and_solutions_render(site):
+    """Library source shown by ``show_source`` is a highlighted Python block, ``<details>`` solutions are
+    real folded elements, and no page shows MyST source as text."""
+    problems = []
+    for doc in toc_docs():
+        soup = _soups()[f"{doc}.html"]
+        article = soup.select_one("article.bd-article")
+        if (ROOT / f"{doc}.ipynb").exists():
+            listings = _listing_outputs(doc)
+            highlighted = [div for div in article.select(".cell_output div.highlight-python div.highlight")
+                           if div.find("span", class_=True)]
+            if len(highlighted) < listings:
+                problems.append(f"{doc}: {listings} source listings, {len(highlighted)} highlighted in the page")
+            solutions = _solutions(doc)
+            folded = [d for d in article.find_all("details") if d.find("summary")]
+            if len(folded) < solutions:
+                problems.append(f"{doc}: {solutions} <details> blocks, {len(folded)} rendered with a summary")
+        for node in article.find_all(string=True):
+            if node.find_parent(["pre", "code", "script", "style", "mjx-container"]) or \
+                    node.find_parent(class_=["math", "highlight", "output"]):
+                continue
+            match = RAW_MYST.search(str(node))
+            if match:
+                problems.append(f"{doc}: raw markup {match.group(0)!r} in {str(node).strip()[:80]!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_chapters_have_interactive_figures(site):
+    """At least six controls across the chapters drive figures with no kernel (convmixer.explorer)."""
+    controls = {}
+    for doc in chapter_docs():
+        article = _soups()[f"{doc}.html"].select_one("article.bd-article")
+        for root in article.select("div.cmx-explorer"):
+            assert root.find("script") is not None, f"{doc}: explorer {root.get('id')} without its script"
+            for control in root.select("[data-control]"):
+                label = root.find("label", attrs={"for": control.get("id")})
+                assert label is not None and label.get_text(strip=True), f"{doc}: control {control.get('id')} has no label"
+                controls[control["id"]] = doc
+    assert len(controls) >= 6, f"{len(controls)} explorer controls in the chapters: {controls}"
+
+
+MOVE_CONTROLS = """
+const done = arguments[arguments.length - 1];
+done([...document.querySelectorAll('.cmx-explorer')].map(root => ({
+  id: root.id,
+  controls: [...root.querySelectorAll('[data-control]')].map(c => ({id: c.id, type: c.type, value: c.value, max: c.max})),
+})));
+"""
+
+EXPLORER_STATE = """
+const root = document.getElementById(arguments[0]), control = document.getElementById(arguments[1]);
+const shown = [...root.querySelectorAll('.cmx-frame')].filter(f => !f.hidden);
+const out = root.querySelector(`output[for="${control.id}"]`);
+const label = control.type === 'range' ? control.getAttribute('data-labels').split('|')[+control.value] : null;
+return {
+  shown: shown.map(f => f.getAttribute('data-key')),
+  html: shown.length ? shown[0].innerHTML : '',
+  height: shown.length ? shown[0].getBoundingClientRect().height : 0,
+  value: control.value, label, output: out ? out.textContent : null, aria: control.getAttribute('aria-valuetext'),
+};
+"""
+
+
+@pytest.mark.parametrize("doc", [d for d in toc_docs() if (ROOT / f"{d}.ipynb").exists()])
+def test_every_control_moves_its_figure(browser, doc):
+    """Like a reader: every slider is moved with the arrow keys and every menu is changed; the figure it
+    drives changes, the value shown beside a slider follows, and nothing is logged as an error.  Then
+    in dark mode the figures' text takes the theme's text colour."""
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    driver, base = browser
+    driver.get_log("browser")
+    driver.get(urljoin(base, f"{doc}.html"))
+    explorers = driver.execute_async_script(MOVE_CONTROLS)
+    problems = []
+    for ex in explorers:
+        for c in ex["controls"]:
+            before = driver.execute_script(EXPLORER_STATE, ex["id"], c["id"])
+            element = driver.find_element("id", c["id"])
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+            if c["type"] == "range":
+                element.send_keys(Keys.ARROW_LEFT if c["value"] == c["max"] else Keys.ARROW_RIGHT)
+            else:
+                element.send_keys(Keys.ARROW_DOWN)
+                if driver.execute_script("return arguments[0].value", element) == c["value"]:
+                    select = Select(element)                   # the last option: go up instead
+                    select.select_by_index(len(select.options) - 2)
+            after = driver.execute_script(EXPLORER_STATE, ex["id"], c["id"])
+            where = f"{ex['id']} / {c['id']}"
+            if after["value"] == before["value"]:
+                problems.append(f"{where}: the control did not move")
+            if len(before["shown"]) != 1 or len(after["shown"]) != 1:
+                problems.append(f"{where}: {len(before['shown'])} frames shown before, {len(after['shown'])} after")
+            elif after["shown"] == before["shown"] or after["html"] == before["html"]:
+                problems.append(f"{where}: the figure did not change ({before['shown']} -> {after['shown']})")
+            if after["height"] <= 0:
+                problems.append(f"{where}: the new frame is not displayed")
+            if c["type"] == "range" and not (after["output"] == after["label"] == after["aria"] != before["output"]):
+                problems.append(f"{where}: value label {before['output']!r} -> {after['output']!r}, "
+                                f"expected {after['label']!r} (aria-valuetext {after['aria']!r})")
+    # Folded solutions open on a click.
+    for summary in driver.find_elements("css selector", "article details > summary"):
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", summary)
+        summary.click()
+        opened = driver.execute_script(
+            "const d = arguments[0].parentElement; return d.open && [...d.children].some("
+            "e => e.tagName !== 'SUMMARY' && e.getBoundingClientRect().height > 0)", summary)
+        if not opened:
+            problems.append(f"a <details> did not open: {summary.text[:40]!r}")
+    # Dark mode: the figures' text and the controls' labels take the colour of the output they sit in
+    # (the theme gives notebook outputs their own background and text colour in dark mode).
+    if explorers:
+        colours = driver.execute_script("""
+            document.documentElement.dataset.theme = 'dark';
+            return [...document.querySelectorAll('.cmx-explorer')].map(root => [getComputedStyle(root).color,
+                ...[...root.querySelectorAll('.cmx-frame:not([hidden]) svg > text:not([class*="c-mu"]):not([class*="c-w"]), label')]
+                   .map(t => t.tagName === 'LABEL' ? getComputedStyle(t).color : getComputedStyle(t).fill)]);""")
+        for ex, (root_colour, *texts) in zip(explorers, colours):
+            if any(c != root_colour for c in texts):
+                problems.append(f"dark mode: {ex['id']} text and labels {sorted(set(texts))} against its output's "
+                                f"text colour {root_colour}")
+        for i, ex in enumerate(explorers):
+            element = driver.find_element("id", ex["id"])
+            driver.execute_script("arguments[0].scrollIntoView()", element)
+            (SCREENSHOTS / f"{Path(doc).name}-explorer-{i + 1}-dark.png").write_bytes(element.screenshot_as_png)
+        driver.execute_script("document.documentElement.dataset.theme = 'light'")
+    problems += [f"console error: {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not problems, f"{doc}:\n" + "\n".join(problems)
