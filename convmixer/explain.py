@@ -93,7 +93,7 @@ def patch_size_rows(dim: int = 256, depth: int = 8, kernel_size: int = 5, patch_
 
     Keys: p, grid, tokens, params (whole model), embed_params (the p x p convolution),
     embed_macs, layer_macs (all d layers) and total_macs, from the closed forms
-    :func:`convmixer.parameter_count` and :func:`convmixer.reference.multiply_accumulates`.
+    :func:`convmixer.model.parameter_count` and :func:`convmixer.reference.multiply_accumulates`.
     """
     rows = []
     for p in patch_sizes:

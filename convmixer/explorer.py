@@ -116,7 +116,7 @@ _STYLE = """<style>
 .cmx-explorer{margin:.6em 0 1.2em}
 .cmx-explorer .cmx-controls{display:flex;flex-wrap:wrap;gap:.4em 1.8em;align-items:center;margin:0 0 .5em}
 .cmx-explorer .cmx-control{display:flex;align-items:center;gap:.5em}
-.cmx-explorer label{font-weight:600;margin:0}
+.cmx-explorer label{font-weight:600;margin:0;color:inherit}
 .cmx-explorer input[type=range]{width:9.5em;accent-color:%(primary)s}
 .cmx-explorer output{min-width:3em;font-variant-numeric:tabular-nums}
 .cmx-explorer select{color:inherit;background:transparent;border:1px solid %(track)s;border-radius:4px;padding:.1em .3em;font:inherit}

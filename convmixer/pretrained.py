@@ -1,6 +1,6 @@
 """The official ImageNet ConvMixer weights in the library's model.
 
-Two public layouts exist, and both map one-to-one onto :class:`convmixer.ConvMixer`:
+Two public layouts exist, and both map one-to-one onto :class:`convmixer.model.ConvMixer`:
 
 * the paper's release (locuslab/convmixer README, ``convmixer_1536_20_ks9_p7.pth.tar`` etc.):
   the compact ``nn.Sequential``, so parameters are named by position --

@@ -38,3 +38,43 @@ def test_shipped_files_hold_no_paths_of_the_machine_that_made_them():
     assert {f: paths for f, paths in found.items() if paths} == {}
     ckpt = torch.load(RESULTS / "convmixer-cpu.pt", weights_only=True)
     assert not absolute.findall(repr(ckpt["train_config"]).replace("'", '"'))
+
+
+@pytest.mark.parametrize("stem", ["convmixer-paper"])
+def test_shipped_paper_checkpoint_reproduces_its_float32_accuracy(cifar_root, stem):
+    """The official script's model, trained with the cpu-paper preset (bf16 autocast), evaluated as readers load it:
+    float32 weights, float32 arithmetic, all 10,000 test images. Its stated accuracy is that number."""
+    import dataclasses
+
+    from convmixer.train import preset_config
+
+    model, ckpt = load_model(RESULTS / f"{stem}.pt")
+    history = json.loads((RESULTS / f"{stem}-history.json").read_text())
+    meta = json.loads((RESULTS / f"{stem}-meta.json").read_text())
+    assert ckpt["history"] == history
+    assert (ckpt["model_config"]["dim"], ckpt["model_config"]["depth"], ckpt["model_config"]["kernel_size"],
+            ckpt["model_config"]["patch_size"]) == (256, 8, 5, 2)
+    # the named preset is exactly the shipped run's recipe (settings that change the result)
+    from convmixer.train import RUNTIME_FIELDS
+
+    preset = dataclasses.asdict(preset_config("cpu-paper"))
+    assert {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS} == \
+        {k: preset[k] for k in ckpt["train_config"] if k not in RUNTIME_FIELDS}
+    assert meta["final_test_accuracy"] == meta["test_accuracy_fp32"]
+    x, y = load_cifar10("test")
+    assert len(y) == 10_000
+    loader = BatchLoader(x, y, 500, train=False, channels_last=ckpt["train_config"]["channels_last"])
+    accuracy = evaluate(model, loader)["accuracy"]  # no autocast: float32
+    assert accuracy == pytest.approx(meta["final_test_accuracy"], abs=3e-4)
+    assert history[-1]["epoch"] == ckpt["train_config"]["epochs"] == len(history)
+
+
+def test_shipped_checkpoints_hold_no_paths_of_the_machine():
+    import re
+
+    import torch
+
+    absolute = re.compile(r'"(/(?:home|root|tmp|work|Users|var|mnt|opt)/[^"]*)"')
+    for path in sorted(RESULTS.glob("*.pt")):
+        ckpt = torch.load(path, weights_only=True)
+        assert not absolute.findall(repr(ckpt["train_config"]).replace("'", '"')), path.name
