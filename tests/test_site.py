@@ -394,7 +394,7 @@ def browser(site):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
-    driver.set_script_timeout(60)
+    driver.set_script_timeout(240)  # the API page is long: MathJax typesets every docstring formula on 2 cores
     try:
         with _serve(site) as base:
             yield driver, base
