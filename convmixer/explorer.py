@@ -67,11 +67,9 @@ def _token(value) -> str:
 
 
 @dataclass
-class Slider:
-    """A range slider over ``values`` (numbers or strings), starting at ``value``.
-
-    ``labels`` are what the slider shows as its current value (default: the values).
-    """
+class _Control:
+    """What every control has: a name (its key in the frames), a label, the values it takes, the one it
+    starts at (default: the first) and the text shown for each value (default: the values)."""
 
     name: str
     label: str
@@ -82,27 +80,24 @@ class Slider:
     def __post_init__(self):
         self.values = list(self.values)
         if not self.values:
-            raise ValueError(f"slider {self.name!r} has no values")
+            raise ValueError(f"control {self.name!r} has no values")
         self.value = self.values[0] if self.value is None else self.value
         if self.value not in self.values:
-            raise ValueError(f"slider {self.name!r}: start value {self.value!r} is not one of {self.values}")
+            raise ValueError(f"control {self.name!r}: start value {self.value!r} is not one of {self.values}")
         self.labels = [str(v) for v in self.values] if self.labels is None else [str(s) for s in self.labels]
         if len(self.labels) != len(self.values):
-            raise ValueError(f"slider {self.name!r}: {len(self.labels)} labels for {len(self.values)} values")
+            raise ValueError(f"control {self.name!r}: {len(self.labels)} labels for {len(self.values)} values")
 
 
 @dataclass
-class Choice:
+class Slider(_Control):
+    """A range slider over ``values`` (numbers or strings), starting at ``value``; it shows ``labels[i]``
+    as its current value."""
+
+
+@dataclass
+class Choice(_Control):
     """A menu of ``values`` shown as ``labels``, starting at ``value``."""
-
-    name: str
-    label: str
-    values: Sequence
-    value: object = None
-    labels: Sequence[str] | None = None
-
-    def __post_init__(self):
-        Slider.__post_init__(self)  # the same checks and defaults
 
 
 def _slug(text: str) -> str:

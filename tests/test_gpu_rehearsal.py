@@ -24,7 +24,9 @@ from convmixer import runtime, train as train_module
 from convmixer.checkpoint import atomic_save, load_checkpoint
 from convmixer.train import Trainer, choose_precision, preset_config, saved_precision
 
-N_TRAIN, N_TEST, BATCH = 64, 32, 16
+from conftest import N_TEST, N_TRAIN  # the size of the synthetic data_root fixture
+
+BATCH = 16
 STEPS = N_TRAIN // BATCH
 
 
@@ -34,15 +36,6 @@ def one_thread():
     yield
     torch.set_num_threads(n)
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
-        atomic_save({"images": torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                     "labels": torch.randint(0, 10, (n,), generator=g)}, root / f"cifar10-{split}-uint8.pt")
-    return root
 
 
 def cfg(out_dir, data_root, **kw):

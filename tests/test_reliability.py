@@ -24,7 +24,9 @@ from convmixer.checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_s
                                   load_checkpoint)
 from convmixer.train import NonFiniteLoss, Trainer, export_model, load_model, main, preset_config
 
-N_TRAIN, N_TEST, BATCH = 64, 32, 16
+from conftest import N_TEST, N_TRAIN  # the size of the synthetic data_root fixture
+
+BATCH = 16
 STEPS = N_TRAIN // BATCH  # steps per epoch
 SAVED = ("last.pt", "history.json", "config.json")
 REPO = Path(__file__).resolve().parents[1]
@@ -39,15 +41,6 @@ def keep_torch_threads():
     yield
     torch.set_num_threads(n)
 
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    g = torch.Generator().manual_seed(0)
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
-        atomic_save({"images": torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                     "labels": torch.randint(0, 10, (n,), generator=g)}, root / f"cifar10-{split}-uint8.pt")
-    return root
 
 
 # device="cpu" also on a GPU machine: resumes are compared bit for bit (cuDNN's algorithm search is not repeatable)
