@@ -67,7 +67,7 @@ def _token(value) -> str:
 
 
 @dataclass
-class _Control:
+class Control:
     """What every control has: a name (its key in the frames), a label, the values it takes, the one it
     starts at (default: the first) and the text shown for each value (default: the values)."""
 
@@ -90,13 +90,13 @@ class _Control:
 
 
 @dataclass
-class Slider(_Control):
+class Slider(Control):
     """A range slider over ``values`` (numbers or strings), starting at ``value``; it shows ``labels[i]``
     as its current value."""
 
 
 @dataclass
-class Choice(_Control):
+class Choice(Control):
     """A menu of ``values`` shown as ``labels``, starting at ``value``."""
 
 
