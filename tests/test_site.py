@@ -394,7 +394,7 @@ def browser(site):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
-    driver.set_script_timeout(240)  # the API page is long: MathJax typesets every docstring formula on 2 cores
+    driver.set_script_timeout(110)  # below the WebDriver client's 120 s read timeout, so a slow page fails cleanly
     try:
         with _serve(site) as base:
             yield driver, base
@@ -409,7 +409,10 @@ const done = arguments[arguments.length - 1];
   // Let lazy images load: walk to the bottom and back.
   for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) { window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); }
   window.scrollTo(0, 0);
-  await Promise.all([...document.images].map(img => img.complete ? null : new Promise(r => { img.onload = img.onerror = r; })));
+  // An image still loading (a lazy one the walk passed too fast, on a busy machine) is asked to load now; the wait
+  // is capped, so a stuck image is reported as broken below instead of hanging the page's check.
+  await Promise.all([...document.images].map(img => img.complete ? null : new Promise(r => {
+    img.onload = img.onerror = r; img.loading = 'eager'; setTimeout(r, 20000); })));
   const hasMath = document.querySelectorAll('span.math, div.math').length;
   let mathjax = null;
   if (hasMath) {
