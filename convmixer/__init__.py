@@ -1,5 +1,5 @@
 """ConvMixer ("Patches Are All You Need?", Trockman & Kolter, 2022), annotated."""
-from .model import PRESETS, ConvMixer, ConvMixerConfig, convmixer, parameter_count
+from .model import ARCHITECTURES, ConvMixer, ConvMixerConfig, convmixer, parameter_count
 
-__all__ = ["ConvMixer", "ConvMixerConfig", "PRESETS", "convmixer", "parameter_count"]
+__all__ = ["ConvMixer", "ConvMixerConfig", "ARCHITECTURES", "convmixer", "parameter_count"]
 __version__ = "0.1.0"

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The choices a ConvMixer's configuration offers, defined here once; TrainConfig, the command line
+# and the ablation read them from here, and :func:`check_choice` is the one validator.
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 # Where a layer's skip connection goes (formulas in ConvMixerLayer's docstring).
 RESIDUALS = ("spatial", "channel", "two_skips", "whole_layer", "none")
@@ -35,6 +37,16 @@ RESIDUALS = ("spatial", "channel", "two_skips", "whole_layer", "none")
 LEGACY_RESIDUALS = {"both": "whole_layer"}
 RESIDUAL_NAMES = RESIDUALS + tuple(LEGACY_RESIDUALS)  # every name a config may hold
 NORMS = ("batch", "layer")
+
+
+def check_choice(name: str, value, choices) -> None:
+    """Raise ``ValueError`` naming the option and its allowed values when ``value`` is not one of ``choices``.
+
+    One validator for every named choice (``activation``, ``residual``, ``norm``, ...), so a typo
+    gets the same clear message from the model, its config and the trainer's config.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 class ChannelLayerNorm(nn.Module):
@@ -60,24 +72,19 @@ class ChannelLayerNorm(nn.Module):
 
 def canonical_residual(name: str) -> str:
     """The placement a residual name means: itself, or for a legacy name its current one ("both" -> "whole_layer")."""
-    if name not in RESIDUAL_NAMES:
-        raise ValueError(f"residual must be one of {RESIDUALS} (or the legacy name 'both' = 'whole_layer'), "
-                         f"got {name!r}")
+    check_choice("residual", name, RESIDUAL_NAMES)  # "both" is the legacy name of "whole_layer"
     return LEGACY_RESIDUALS.get(name, name)
 
 
 def make_norm(kind: str, h: int) -> nn.Module:
     """The normalisation after every activation: BatchNorm (the paper's) or a channel LayerNorm."""
-    if kind == "batch":
-        return nn.BatchNorm2d(h)
-    if kind == "layer":
-        return ChannelLayerNorm(h)
-    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    check_choice("norm", kind, NORMS)
+    return nn.BatchNorm2d(h) if kind == "batch" else ChannelLayerNorm(h)
 
 
 def make_activation(kind: str) -> nn.Module:
-    if kind not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {kind!r}")
+    """The activation sigma after every convolution: GELU (the paper's) or ReLU (the official 768/32)."""
+    check_choice("activation", kind, ACTIVATIONS)
     return ACTIVATIONS[kind]()
 
 
@@ -198,11 +205,9 @@ class ConvMixerConfig:
                 f"kernel_size must be odd so that 'same' padding is symmetric, got {self.kernel_size}; "
                 f"use {self.kernel_size - 1} or {self.kernel_size + 1}"
             )
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        canonical_residual(self.residual)  # raises for an unknown name
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("residual", self.residual, RESIDUAL_NAMES)
+        check_choice("norm", self.norm, NORMS)
 
     @property
     def placement(self) -> str:
@@ -241,18 +246,14 @@ class ConvMixer(nn.Module):
         norm: str = "batch",
     ):
         super().__init__()
-        self.config = ConvMixerConfig(dim, depth, kernel_size, patch_size, n_classes, in_channels, activation, residual, norm)
+        self.config = ConvMixerConfig(dim=dim, depth=depth, kernel_size=kernel_size, patch_size=patch_size,
+                                      n_classes=n_classes, in_channels=in_channels, activation=activation,
+                                      residual=residual, norm=norm)
         h, k, p = dim, kernel_size, patch_size
         self.patch_embed = PatchEmbedding(h, p, in_channels, activation, norm)
         self.layers = nn.Sequential(*[ConvMixerLayer(h, k, activation, norm, residual) for _ in range(depth)])
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(h, n_classes)
-
-    @classmethod
-    def from_config(cls, config: ConvMixerConfig | dict) -> "ConvMixer":
-        if isinstance(config, ConvMixerConfig):
-            config = config.to_dict()
-        return cls(**config)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Reject inputs the network would otherwise mangle silently or fail on obscurely."""
@@ -280,6 +281,21 @@ class ConvMixer(nn.Module):
     def num_parameters(self) -> int:
         return sum(t.numel() for t in self.parameters())
 
+    def forward_intermediates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(logits, [z_0, z_1, ..., z_d])``: the output and every token grid on the way, in one pass.
+
+        z_0 is the patch embedding's output and z_l the output of layer l, each (N, h, H/p, W/p);
+        ``logits`` equals ``self(x)`` and z_d equals ``self.features(x)``.  Figures of the feature
+        maps and the statistics at initialisation read the grids from here instead of walking the
+        layers themselves (the name is timm's).  The grids keep their autograd history, so a caller
+        can ``retain_grad()`` them to see the loss's gradient at every depth.
+        """
+        self.check_input(x)
+        grids = [self.patch_embed(x)]
+        for layer in self.layers:
+            grids.append(layer(grids[-1]))
+        return self.head(self.pool(grids[-1]).flatten(1)), grids
+
 
 def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10, in_channels: int = 3) -> int:
     """Parameters of ConvMixer-h/d, in closed form::
@@ -297,9 +313,10 @@ def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_c
     return h * (c * p * p + 3) + d * (h * h + h * k * k + 6 * h) + n * (h + 1)
 
 
-# The paper's configurations.  ConvMixer-h/d; k and p as in the paper's Table 1 and
-# the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.
-PRESETS: dict[str, dict] = {
+# The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and
+# the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.  (Training
+# recipes are another thing: ``convmixer.train``'s.)
+ARCHITECTURES: dict[str, dict] = {
     "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, n_classes=10),
     "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, n_classes=1000),
     "convmixer_768_32": dict(dim=768, depth=32, kernel_size=7, patch_size=7, n_classes=1000, activation="relu"),
@@ -307,8 +324,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+PRESETS = ARCHITECTURES  # issue-12 shim: model.PRESETS moved to model.ARCHITECTURES
+
+
 def convmixer(name: str, **overrides) -> ConvMixer:
-    """Build a named preset, e.g. ``convmixer("convmixer_256_8")``; keyword overrides change single fields."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return ConvMixer(**{**PRESETS[name], **overrides})
+    """Build a named architecture, e.g. ``convmixer("convmixer_256_8")``; keyword overrides change single fields."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ConvMixer(**{**ARCHITECTURES[name], **overrides})

@@ -218,7 +218,7 @@ def multiply_accumulates(dim: int, depth: int, kernel_size: int, patch_size: int
     not counted; this is the convention of FLOP counters such as
     ``torch.utils.flop_counter.FlopCounterMode``, which reports 2 x these numbers.
     Extra keyword arguments (``activation``, ``norm``, ...) are accepted and ignored,
-    so ``multiply_accumulates(**PRESETS[name], image_size=224)`` works.
+    so ``multiply_accumulates(**ARCHITECTURES[name], image_size=224)`` works.
     """
     H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
     h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels

@@ -7,7 +7,7 @@ import torch
 from convmixer.checkpoint import atomic_save
 from convmixer.data import data_root as default_data_root
 
-N_TRAIN, N_TEST = 64, 32  # the synthetic set's size; tests that use it import these
+from helpers import N_TEST, N_TRAIN  # the synthetic set's size (re-exported: tests import it from here)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convmixer import PRESETS, ConvMixer, ConvMixerConfig, convmixer, parameter_count
+from convmixer import ARCHITECTURES, ConvMixer, ConvMixerConfig, convmixer, parameter_count
 from convmixer.model import (RESIDUAL_NAMES, ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding,
                              SpatialMixing)
 from convmixer.reference import (
@@ -21,63 +21,7 @@ from convmixer.reference import (
     tweetable_convmixer,
 )
 
-
-# --- An independent copy of the official model ------------------------------------------------
-# Written out again here (from locuslab/convmixer's convmixer.py) so that these tests do not
-# trust convmixer/reference.py: a mistake there would otherwise be tested against itself.
-
-class _Residual(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x) + x
-
-
-def _paper_convmixer(dim, depth, kernel_size=9, patch_size=7, n_classes=1000, act=nn.GELU):
-    return nn.Sequential(
-        nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size),
-        act(),
-        nn.BatchNorm2d(dim),
-        *[nn.Sequential(
-                _Residual(nn.Sequential(
-                    nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),
-                    act(),
-                    nn.BatchNorm2d(dim)
-                )),
-                nn.Conv2d(dim, dim, kernel_size=1),
-                act(),
-                nn.BatchNorm2d(dim)
-        ) for i in range(depth)],
-        nn.AdaptiveAvgPool2d((1, 1)),
-        nn.Flatten(),
-        nn.Linear(dim, n_classes)
-    )
-
-
-def _copy_into_paper(model: ConvMixer, seq: nn.Sequential) -> None:
-    """Copy weights module by module, by hand, without the key mapping under test."""
-    pairs = [(model.patch_embed.proj, seq[0]), (model.patch_embed.norm, seq[2])]
-    for i, layer in enumerate(model.layers):
-        block = seq[3 + i]
-        pairs += [(layer.spatial.conv, block[0].fn[0]), (layer.spatial.norm, block[0].fn[2]),
-                  (layer.channel.conv, block[1]), (layer.channel.norm, block[3])]
-    pairs.append((model.head, seq[-1]))
-    for src, dst in pairs:
-        dst.load_state_dict(src.state_dict(), strict=True)
-
-
-def _randomise_norms(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BatchNorm affine parameters and running statistics, so eval mode is a real test."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+from helpers import copy_into_paper, paper_convmixer, randomise_norms  # the paper's model, written out independently
 
 
 PAPER_CONFIGS = [
@@ -90,9 +34,9 @@ PAPER_CONFIGS = [
 def _pair(cfg, act=nn.GELU):
     torch.manual_seed(0)
     model = ConvMixer(**cfg)
-    _randomise_norms(model)
-    paper = _paper_convmixer(cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], act)
-    _copy_into_paper(model, paper)
+    randomise_norms(model)
+    paper = paper_convmixer(cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], act)
+    copy_into_paper(model, paper)
     return model, paper
 
 
@@ -112,7 +56,7 @@ def test_equals_paper_sequential(cfg, mode):
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_preset_256_8_equals_paper_sequential(mode):
-    model, paper = _pair(PRESETS["convmixer_256_8"])
+    model, paper = _pair(ARCHITECTURES["convmixer_256_8"])
     model.train(mode == "train")
     paper.train(mode == "train")
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
@@ -121,11 +65,11 @@ def test_preset_256_8_equals_paper_sequential(mode):
 
 
 def test_relu_preset_equals_paper_sequential_with_relu():
-    cfg = dict(PRESETS["convmixer_768_32"], dim=16, depth=2)  # ReLU, k=7, p=7, shrunk
+    cfg = dict(ARCHITECTURES["convmixer_768_32"], dim=16, depth=2)  # ReLU, k=7, p=7, shrunk
     model = ConvMixer(**cfg)
-    _randomise_norms(model)
-    paper = _paper_convmixer(16, 2, cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], nn.ReLU)
-    _copy_into_paper(model, paper)
+    randomise_norms(model)
+    paper = paper_convmixer(16, 2, cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"], nn.ReLU)
+    copy_into_paper(model, paper)
     model.eval(), paper.eval()
     x = torch.randn(2, 3, 35, 35)
     with torch.no_grad():
@@ -149,7 +93,7 @@ def test_gradients_equal_paper_sequential():
 @pytest.mark.parametrize("cfg", PAPER_CONFIGS)
 def test_reference_module_matches_inline_copy(cfg):
     args = (cfg["dim"], cfg["depth"], cfg["kernel_size"], cfg["patch_size"], cfg["n_classes"])
-    ref, inline = official_convmixer(*args), _paper_convmixer(*args)
+    ref, inline = official_convmixer(*args), paper_convmixer(*args)
     assert str(ref).replace("Residual", "_Residual") == str(inline)
     assert [(k, v.shape) for k, v in ref.state_dict().items()] == [(k, v.shape) for k, v in inline.state_dict().items()]
 
@@ -176,7 +120,7 @@ def test_state_dict_mapping_round_trip(mode):
 def test_tweetable_matches_official():
     torch.manual_seed(0)
     official = official_convmixer(16, 2, 5, 2, 10)
-    _randomise_norms(official)
+    randomise_norms(official)
     tweet = tweetable_convmixer(16, 2, 5, 2, 10)
     assert [v.shape for v in tweet.state_dict().values()] == [v.shape for v in official.state_dict().values()]
     tweet.load_state_dict(dict(zip(tweet.state_dict().keys(), official.state_dict().values())))
@@ -198,19 +142,19 @@ def test_mapping_rejects_wrong_depth_and_non_paper_models():
 
 # --- Parameter and compute accounting --------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_parameter_count_presets(name, norm):
     with torch.device("meta"):  # the count needs shapes only; no memory for 50M weights
         model = convmixer(name, norm=norm)
-    assert parameter_count(**{k: v for k, v in PRESETS[name].items() if k != "activation"}) == model.num_parameters()
+    assert parameter_count(**{k: v for k, v in ARCHITECTURES[name].items() if k != "activation"}) == model.num_parameters()
     assert sum(parameter_breakdown(model).values()) == model.num_parameters()
 
 
 def test_parameter_count_paper_table():
     """The rounded sizes listed for the paper's ImageNet models: 51.6M, 21.1M, 24.4M parameters."""
     millions = {name: round(parameter_count(**{k: v for k, v in cfg.items() if k != "activation"}) / 1e6, 1)
-                for name, cfg in PRESETS.items()}
+                for name, cfg in ARCHITECTURES.items()}
     assert millions["convmixer_1536_20"] == 51.6
     assert millions["convmixer_768_32"] == 21.1
     assert millions["convmixer_1024_20_ks9_p14"] == 24.4
@@ -263,7 +207,7 @@ def test_residual_options_match_their_definitions():
     z = torch.randn(2, 8, 6, 5)
     for residual in RESIDUAL_NAMES:
         layer = ConvMixerLayer(8, 3, residual=residual).eval()
-        _randomise_norms(layer)
+        randomise_norms(layer)
         S, C = layer.spatial, layer.channel
         expected = {
             "spatial": C(S(z) + z),
@@ -373,8 +317,8 @@ def test_invalid_strings_raise_naming_the_argument(name, value):
         ConvMixerConfig(**{name: value})
 
 
-def test_unknown_preset_raises():
-    with pytest.raises(ValueError, match="unknown preset"):
+def test_unknown_architecture_raises():
+    with pytest.raises(ValueError, match="unknown architecture"):
         convmixer("convmixer_512_16")
 
 
@@ -415,3 +359,37 @@ def test_output_shapes(H, W, p):
 def test_in_channels_option():
     model = ConvMixer(8, 1, 3, 4, in_channels=1).eval()
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+# --- One definition of each choice; the intermediate token grids ------------------------------
+
+def test_check_choice_names_the_option_and_its_choices():
+    from convmixer.model import NORMS, check_choice
+
+    check_choice("norm", "layer", NORMS)  # a valid choice passes
+    with pytest.raises(ValueError, match=re.escape("norm must be one of ('batch', 'layer'), got 'group'")):
+        check_choice("norm", "group", NORMS)
+
+
+def test_forward_intermediates_are_the_grids_of_a_plain_forward():
+    torch.manual_seed(0)
+    model = ConvMixer(dim=16, depth=3, kernel_size=3, patch_size=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        logits, grids = model.forward_intermediates(x)
+        assert len(grids) == 1 + 3 and all(z.shape == (2, 16, 8, 8) for z in grids)
+        assert torch.equal(grids[0], model.patch_embed(x))
+        for layer, before, after in zip(model.layers, grids, grids[1:]):
+            assert torch.equal(after, layer(before))  # z_l = layer l (z_{l-1})
+        assert torch.equal(grids[-1], model.features(x)) and torch.equal(logits, model(x))
+    with pytest.raises(ValueError, match="input channels"):
+        model.forward_intermediates(torch.zeros(1, 1, 32, 32))
+
+
+def test_forward_intermediates_keep_the_autograd_history():
+    model = ConvMixer(dim=8, depth=2, kernel_size=3, patch_size=4)
+    logits, grids = model.forward_intermediates(torch.randn(2, 3, 16, 16))
+    for z in grids:
+        z.retain_grad()
+    logits.sum().backward()
+    assert all(z.grad is not None and z.grad.shape == z.shape for z in grids)

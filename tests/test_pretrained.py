@@ -3,30 +3,20 @@ import pytest
 import torch
 from torch import nn
 
-from convmixer import PRESETS, ConvMixer
+from convmixer import ARCHITECTURES, ConvMixer
 from convmixer.pretrained import config_from_state_dict, detect_layout, load_pretrained, to_library_names
 
-from test_model import _paper_convmixer  # the paper's nn.Sequential, written out independently
+from helpers import paper_convmixer, randomise_norms  # the paper's nn.Sequential, written out independently
 
 timm = pytest.importorskip("timm")
-
-
-def randomise_bn(model):
-    """Random BatchNorm statistics, so that a wrong mapping of running_mean/var cannot hide."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-    return model
 
 
 @pytest.mark.parametrize("act", [nn.GELU, nn.ReLU])
 def test_timm_model_with_random_weights_gives_the_same_outputs(act):
     torch.manual_seed(0)
-    ref = randomise_bn(timm.models.convmixer.ConvMixer(dim=48, depth=3, kernel_size=5, patch_size=4,
-                                                       num_classes=7, act_layer=act)).eval()
+    ref = timm.models.convmixer.ConvMixer(dim=48, depth=3, kernel_size=5, patch_size=4, num_classes=7, act_layer=act)
+    randomise_norms(ref)  # random BatchNorm statistics: a wrong mapping of running_mean/var cannot hide
+    ref.eval()
     model = load_pretrained(ref.state_dict(), activation="relu" if act is nn.ReLU else "gelu")
     assert model.config.dim == 48 and model.config.depth == 3 and model.config.kernel_size == 5
     assert model.config.patch_size == 4 and model.config.n_classes == 7
@@ -42,11 +32,11 @@ def test_timm_named_models_map_onto_the_presets(name):
         ref = timm.create_model(name, pretrained=False)
     sd = ref.state_dict()
     assert detect_layout(sd) == "timm"
-    preset = {k: v for k, v in PRESETS[name].items() if k != "activation"}
+    preset = {k: v for k, v in ARCHITECTURES[name].items() if k != "activation"}
     cfg = config_from_state_dict(sd)
     assert {k: cfg[k] for k in preset} == preset
     with torch.device("meta"):
-        ours = ConvMixer(**PRESETS[name])
+        ours = ConvMixer(**ARCHITECTURES[name])
     mapped = to_library_names(sd)
     assert mapped.keys() == ours.state_dict().keys()
     for k, v in mapped.items():
@@ -55,7 +45,9 @@ def test_timm_named_models_map_onto_the_presets(name):
 
 def test_official_release_layout_with_dataparallel_prefix(tmp_path):
     torch.manual_seed(1)
-    ref = randomise_bn(_paper_convmixer(32, 2, 3, 2, 5)).eval()
+    ref = paper_convmixer(32, 2, 3, 2, 5)
+    randomise_norms(ref)
+    ref.eval()
     wrapped = {"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}, "epoch": 150}
     torch.save(wrapped, tmp_path / "release.pth.tar")
     model = load_pretrained(tmp_path / "release.pth.tar")
@@ -67,7 +59,7 @@ def test_official_release_layout_with_dataparallel_prefix(tmp_path):
 def test_unknown_layouts_are_refused():
     with pytest.raises(ValueError, match="unrecognised ConvMixer state dict"):
         to_library_names({"fc.weight": torch.zeros(1)})
-    sd = _paper_convmixer(8, 1, 3, 2, 2).state_dict()
+    sd = paper_convmixer(8, 1, 3, 2, 2).state_dict()
     sd["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="no place in a ConvMixer"):
         to_library_names(sd)

@@ -99,7 +99,7 @@ def test_legacy_both_is_the_skip_around_the_whole_layer():
         assert torch.equal(both(z), whole(z))
     # the config keeps the name it was given (so a stored "both" compares equal to itself) ...
     assert both.config.residual == "both" and both.config.to_dict()["residual"] == "both"
-    assert ConvMixer.from_config(both.config.to_dict()).config == both.config
+    assert ConvMixer(**both.config.to_dict()).config == both.config
     # ... and says which placement it is under the current name
     assert both.config.placement == "whole_layer" == whole.config.placement
     assert all(layer.residual == "whole_layer" for layer in both.layers)
@@ -112,7 +112,7 @@ def test_the_first_ablations_stored_configs_load_as_trained():
     z = torch.randn(2, 128, 8, 8)
     for folder in folders:
         config = json.loads((folder / "config.json").read_text())["model"]
-        model = ConvMixer.from_config(config).eval()
+        model = ConvMixer(**config).eval()
         assert model.config.to_dict() == config  # nothing renamed on the way in
         expected = {"both": "whole_layer", "spatial": "spatial", "none": "none"}[config["residual"]]
         layer = model.layers[0]
