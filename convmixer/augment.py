@@ -7,14 +7,20 @@ starves any GPU.  Here every transform takes a float batch (N, 3, H, W) in
 batch costs a handful of kernels and the results are reproducible.
 
 Order (as in the official script): crop -> horizontal flip -> RandAugment ->
-random erasing.  Normalisation comes after, in :mod:`convmixer.data`.
+random erasing.  Normalisation comes after, in :mod:`convmixer.batch_loader`.  Nothing here
+knows the data set: the colour random erasing fills with is the caller's (``fill``).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from .normalize import channel_constant
+from .randaugment import rand_augment
 
 CROPS = ("none", "pad", "resized")
 
@@ -129,19 +135,15 @@ def resized_crop(x: torch.Tensor, side: torch.Tensor, tx: torch.Tensor, ty: torc
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float, ...] | None = None) -> torch.Tensor:
-    """Random erasing: with probability p, fill one random rectangle per image.
+def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float, ...]) -> torch.Tensor:
+    """Random erasing: with probability p, fill one random rectangle per image with the colour ``fill``.
 
     As torchvision's RandomErasing: area fraction in [0.02, 0.33], aspect ratio
-    log-uniform in [0.3, 3.3].  The fill is the data set mean by default, which is
-    what torchvision's value 0 means after normalisation.
+    log-uniform in [0.3, 3.3].  Pass the data set's mean (``convmixer.normalize.MEAN``) as ``fill``:
+    it is what torchvision's value 0 means after normalisation.
     """
     if p <= 0:
         return x
-    import math
-
-    from .data import MEAN, channel_constant
-
     n, _, h, w = x.shape
     area = _uniform(n, g, x.device, 0.02, 0.33) * h * w
     log_ratio = _uniform(n, g, x.device, math.log(0.3), math.log(3.3))
@@ -155,12 +157,12 @@ def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float
     c = torch.arange(w, device=x.device).view(1, 1, w)
     box = ((r >= top.view(-1, 1, 1)) & (r < (top + eh).view(-1, 1, 1))
            & (c >= left.view(-1, 1, 1)) & (c < (left + ew).view(-1, 1, 1)) & apply.view(-1, 1, 1))
-    value = channel_constant(tuple(fill) if fill is not None else MEAN, x.device, x.dtype)
+    value = channel_constant(tuple(fill), x.device, x.dtype)
     return torch.where(box[:, None], value, x)
 
 
-def augment_batch(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Tensor:
-    """Apply ``aug`` to a float batch in [0, 1]: crop, flip, RandAugment, erasing."""
+def augment_batch(x: torch.Tensor, aug: Augment, g: torch.Generator, fill: tuple[float, ...]) -> torch.Tensor:
+    """Apply ``aug`` to a float batch in [0, 1]: crop, flip, RandAugment, erasing with the colour ``fill``."""
     if aug.crop == "pad":
         x = batch_crop(x, aug.padding, g)
     elif aug.crop == "resized":
@@ -168,7 +170,5 @@ def augment_batch(x: torch.Tensor, aug: Augment, g: torch.Generator) -> torch.Te
     if aug.flip:
         x = batch_flip(x, g)
     if aug.ra_n > 0:
-        from .randaugment import rand_augment
-
         x = rand_augment(x, aug.ra_n, aug.ra_m, g)
-    return batch_erase(x, aug.erase_p, g)
+    return batch_erase(x, aug.erase_p, g, fill)

@@ -28,13 +28,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_FRACTION = 0.96
 
 
+def check_imagefolder_crop(crop: str) -> None:
+    """Raise ``ValueError`` unless ``crop`` is one a folder of full-size photos can apply: "resized".
+
+    ImageNet images come in every size, so training always cuts a RandomResizedCrop of area
+    fraction [scale_min, 1] and resizes it to ``image_size``; the CIFAR-10 crops ("pad" with its
+    ``padding``, or "none" for images already 32 x 32) have no meaning here.  Refusing them
+    keeps a configuration from saying one thing while the loader does another.
+    """
+    if crop != "resized":
+        raise ValueError(f"crop={crop!r} cannot be applied to an ImageNet-layout folder: its training images "
+                         f"are always cut with a RandomResizedCrop; use crop='resized' (--crop resized, area "
+                         f"fraction from --scale); 'pad' with its padding and 'none' are for CIFAR-10's 32x32 images")
+
+
 def train_transform(image_size: int = 224, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
-                    scale_min: float = 0.08):
+                    scale_min: float = 0.08, flip: bool = True):
+    """The training augmentation of one image: RandomResizedCrop, a flip (unless ``flip`` is false),
+    RandAugment (``ra_n`` ops at magnitude ``ra_m``; off for ``ra_n=0``), normalisation, random erasing."""
     from torchvision.transforms import InterpolationMode, v2
 
     steps = [v2.RandomResizedCrop(image_size, scale=(scale_min, 1.0), interpolation=InterpolationMode.BICUBIC,
-                                  antialias=True),
-             v2.RandomHorizontalFlip()]
+                                  antialias=True)]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
     if ra_n > 0:
         steps.append(v2.RandAugment(num_ops=ra_n, magnitude=ra_m))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
@@ -112,14 +129,19 @@ class StreamingLoader:
 
 def imagefolder_loaders(root: str | os.PathLike, batch_size: int, *, device, image_size: int = 224,
                         workers: int = 8, seed: int = 0, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
-                        scale_min: float = 0.08, mixup: float = 0.0, cutmix: float = 0.0,
-                        world: int = 1, rank: int = 0, channels_last: bool = False):
-    """(train loader, validation loader, class names) for an ImageNet-layout folder."""
+                        scale_min: float = 0.08, mixup: float = 0.0, cutmix: float = 0.0, crop: str = "resized",
+                        flip: bool = True, world: int = 1, rank: int = 0, channels_last: bool = False):
+    """(train loader, validation loader, class names) for an ImageNet-layout folder.
+
+    Every augmentation argument is applied; ``crop`` must be "resized" (:func:`check_imagefolder_crop`
+    says why and raises otherwise), ``flip=False`` leaves out the horizontal flip.
+    """
     from torchvision.datasets import ImageFolder
 
+    check_imagefolder_crop(crop)
     root = Path(root)
     train_set = ImageFolder(str(_folder(root, "train")), transform=train_transform(image_size, ra_n, ra_m,
-                                                                                  erase_p, scale_min))
+                                                                                  erase_p, scale_min, flip))
     val_set = ImageFolder(str(_folder(root, "val")), transform=eval_transform(image_size))
     if train_set.classes != val_set.classes:
         raise ValueError(f"train/ and val/ in {root} hold different class folders")

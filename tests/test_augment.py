@@ -1,4 +1,4 @@
-"""The batch augmentations and the loader: what each transform may do to an image, and what it must not.
+"""The batch augmentations: what each transform may do to an image, and what it must not.
 
 torchvision's transforms draw their random numbers differently, so these tests check each
 transform's definition (every output is a mirror, a window, a crop resized back, an image with
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from convmixer.augment import (Augment, augment_batch, batch_crop, batch_erase, batch_flip, batch_resized_crop,
                                resized_crop)
-from convmixer.data import MEAN, STD, BatchLoader, normalize
+from convmixer.normalize import MEAN
 from convmixer.randaugment import rand_augment
 
 
@@ -103,7 +103,7 @@ def test_resized_crop_window_position():
 
 def test_erase_fills_one_rectangle_with_the_mean():
     x = images(300)
-    out = batch_erase(x, 1.0, gen())
+    out = batch_erase(x, 1.0, gen(), MEAN)
     mean = torch.tensor(MEAN).view(3, 1, 1)
     fractions = []
     for img, src in zip(out, x):
@@ -113,12 +113,12 @@ def test_erase_fills_one_rectangle_with_the_mean():
         assert torch.allclose(box, mean.expand_as(box))  # one solid rectangle of the mean colour
         fractions.append(box[0].numel() / 1024)
     assert min(fractions) >= 0.01 and max(fractions) <= 0.45  # area in [0.02, 0.33] of the image, rounded
-    assert torch.equal(batch_erase(x, 0.0, gen()), x)
+    assert torch.equal(batch_erase(x, 0.0, gen(), MEAN), x)
 
 
 def test_erase_probability_is_respected():
     x = images(1000, 8, 8)
-    erased = (batch_erase(x, 0.25, gen()) != x).flatten(1).any(1).float().mean().item()
+    erased = (batch_erase(x, 0.25, gen(), MEAN) != x).flatten(1).any(1).float().mean().item()
     assert abs(erased - 0.25) < 0.05
 
 
@@ -133,61 +133,30 @@ def test_augment_batch_keeps_shape_range_and_input():
     x = images(32)
     before = x.clone()
     aug = Augment(crop="resized", scale_min=0.5, flip=True, ra_n=2, ra_m=12, erase_p=0.5)
-    out = augment_batch(x, aug, gen())
+    out = augment_batch(x, aug, gen(), MEAN)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert torch.equal(x, before)
     assert 0 <= out.min() and out.max() <= 1
-    assert torch.equal(out, augment_batch(x, aug, gen()))  # reproducible from the generator
+    assert torch.equal(out, augment_batch(x, aug, gen(), MEAN))  # reproducible from the generator
 
 
-def small_data(n=300):
-    g = gen(5)
-    return torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(n) % 10
+def test_erase_fills_with_the_colour_it_is_given():
+    x = images(50)
+    fill = (0.1, 0.5, 0.9)
+    out = batch_erase(x, 1.0, gen(), fill)
+    changed = (out != x).any(1, keepdim=True).expand_as(out)  # (N, 3, H, W): the erased pixels
+    assert changed.any(1).flatten(1).any(1).all()  # every image has a rectangle
+    assert torch.equal(out[changed], torch.tensor(fill).view(1, 3, 1, 1).expand_as(out)[changed])
 
 
-def test_loader_epoch_visits_every_image_once_with_its_label():
-    x, y = small_data()
-    loader = BatchLoader(x, y, 64, train=True, augment=Augment(flip=False))
-    seen = torch.cat([labels for _, labels in loader])
-    assert len(loader) == 300 // 64 and len(seen) == 64 * (300 // 64)  # drop_last, as the official loader
-    # without augmentation each batch is normalize() of the images it names: find them by content
-    for xb, yb in loader:
-        norm = normalize(x)
-        match = (xb[:, None] == norm[None]).flatten(2).all(2)  # (batch, data set)
-        assert (match.sum(1) == 1).all()
-        assert torch.equal(y[match.float().argmax(1)], yb)
-
-
-def test_test_loader_is_in_order_and_complete():
-    x, y = small_data(130)
-    batches = list(BatchLoader(x, y, 64, train=False))
-    assert [len(b[0]) for b in batches] == [64, 64, 2]
-    assert torch.equal(torch.cat([b[0] for b in batches]), normalize(x))
-    assert torch.equal(torch.cat([b[1] for b in batches]), y)
-
-
-def test_loader_epochs_are_reproducible_and_differ():
-    x, y = small_data()
-    aug = Augment(crop="pad", flip=True, ra_n=1, ra_m=9)
-
-    def epoch(e):
-        loader = BatchLoader(x, y, 50, train=True, augment=aug, seed=3)
-        loader.set_epoch(e)
-        return torch.cat([b for b, _ in loader])
-
-    assert torch.equal(epoch(2), epoch(2))  # resuming at epoch 2 sees the same batches
-    assert not torch.equal(epoch(2), epoch(3))
-
-
-def test_loader_leaves_the_data_set_alone():
-    x, y = small_data()
-    before = x.clone()
-    for _ in BatchLoader(x, y, 64, train=True, augment=Augment(crop="pad", ra_n=2, ra_m=12, erase_p=0.5)):
-        pass
-    assert torch.equal(x, before)
-
-
-def test_normalize_matches_its_definition():
-    x, _ = small_data(20)
-    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
-    assert torch.equal(normalize(x), (x.float() / 255 - mean) / std)
+def test_flip_false_leaves_out_the_mirror_and_flip_true_uses_it():
+    x = images(64)
+    no_flip = Augment(crop="none", flip=False)
+    assert torch.equal(augment_batch(x, no_flip, gen(), MEAN), x)  # nothing else to apply: the batch itself
+    flipped = augment_batch(x, Augment(crop="none", flip=True), gen(), MEAN)
+    mirrored = (flipped == x.flip(3)).flatten(1).all(1)
+    assert 16 < int(mirrored.sum()) < 48  # about half the images mirrored
+    # with a crop as well, flip=False still never mirrors: each image is a window of its own padded copy
+    cropped = augment_batch(x, Augment(crop="pad", padding=2, flip=False), gen(), MEAN)
+    assert torch.equal(cropped, batch_crop(x, 2, gen()))
+    assert not torch.equal(augment_batch(x, Augment(crop="pad", padding=2, flip=True), gen(), MEAN), cropped)

@@ -54,3 +54,58 @@ def test_imagefolder_errors_say_what_to_do(tmp_path):
         Trainer(cfg, screen=False)
     with pytest.raises(FileNotFoundError, match="no train/ folder"):
         imagefolder_loaders(tmp_path / "nothing", 4, device="cpu")
+
+
+def batch_of(n=8, n_classes=5, seed=0):
+    """(image, label) pairs with distinct labels for neighbours, as a Dataset would give them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 16, 16, generator=g)
+    y = torch.arange(n) % n_classes
+    return [(x[i], int(y[i])) for i in range(n)], x, y
+
+
+def test_mixup_targets_are_the_mixing_weights_of_the_images():
+    from convmixer.imagenet import mix_collate
+
+    torch.manual_seed(0)
+    pairs, x, y = batch_of()
+    mixed, target = mix_collate(5, mixup=0.5, cutmix=0.0)(pairs)
+    assert target.shape == (8, 5) and torch.allclose(target.sum(1), torch.ones(8))
+    lam = target[torch.arange(8), y]  # the weight of each image's own class
+    assert torch.allclose(lam, lam[0].expand(8)) and 0 < lam[0] < 1  # one lambda per batch
+    partner = torch.roll(torch.arange(8), 1)  # torchvision mixes each image with the previous one
+    assert torch.allclose(target[torch.arange(8), y[partner]], 1 - lam)
+    torch.testing.assert_close(mixed, lam[0] * x + (1 - lam[0]) * x[partner])
+
+
+def test_cutmix_targets_are_the_areas_of_the_pasted_boxes():
+    from convmixer.imagenet import mix_collate
+
+    torch.manual_seed(1)
+    pairs, x, y = batch_of()
+    mixed, target = mix_collate(5, mixup=0.0, cutmix=0.5)(pairs)
+    assert torch.allclose(target.sum(1), torch.ones(8))
+    partner = torch.roll(torch.arange(8), 1)
+    pasted = (mixed == x[partner]).all(1) & (mixed != x).any(1)  # (N, H, W): pixels from the partner
+    own = (mixed == x).all(1)
+    assert (pasted | own).all()  # every pixel is the image's own or its partner's, nothing blended
+    area = pasted.flatten(1).float().mean(1)  # the box's share of each image, the same box in all
+    assert torch.allclose(area, area[0].expand(8)) and 0 < area[0] < 1
+    torch.testing.assert_close(target[torch.arange(8), y], 1 - area)
+    torch.testing.assert_close(target[torch.arange(8), y[partner]], area)
+
+
+def test_imagefolder_applies_flip_and_refuses_the_cifar_crops(tmp_path):
+    from torchvision.transforms import v2
+
+    from convmixer.imagenet import check_imagefolder_crop, train_transform
+
+    has_flip = [any(isinstance(t, v2.RandomHorizontalFlip) for t in train_transform(32, flip=f).transforms)
+                for f in (True, False)]
+    assert has_flip == [True, False]
+    check_imagefolder_crop("resized")  # the one crop a folder of photos gets
+    for crop in ("pad", "none"):
+        with pytest.raises(ValueError, match=f"crop='{crop}' cannot be applied.*use crop='resized'"):
+            check_imagefolder_crop(crop)
+    with pytest.raises(ValueError, match="crop='pad'"):
+        imagefolder_loaders(make_folder(tmp_path), 4, device="cpu", workers=0, crop="pad")

@@ -181,10 +181,11 @@ def test_arguments_are_checked():
 
 def test_augment_batch_uses_it():
     from convmixer.augment import Augment, augment_batch
+    from convmixer.normalize import MEAN
 
     x = smooth_images(8, 32, 32)
     aug = Augment(flip=False, ra_n=2, ra_m=9)
-    out = augment_batch(x, aug, torch.Generator().manual_seed(3))
+    out = augment_batch(x, aug, torch.Generator().manual_seed(3), MEAN)
     assert torch.equal(out, rand_augment(x, 2, 9, torch.Generator().manual_seed(3)))
 
 
