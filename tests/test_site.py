@@ -403,24 +403,43 @@ def browser(site):
         shutil.rmtree(profile, ignore_errors=True)
 
 
-WAIT_FOR_PAGE = """
-const done = arguments[arguments.length - 1];
+# The page check runs in the page as a promise that records its progress in ``window.__siteCheck``;
+# Python polls it with short calls. A page that is slow to settle on a busy machine (MathJax typesets a
+# long chapter on the main thread) then gets the time it needs, up to PAGE_DEADLINE_S, and one that
+# never settles is reported by the phase it was stuck in, never by a bare WebDriver "script timeout".
+PAGE_DEADLINE_S = 240
+IMAGE_WAIT_MS = 20000  # an image still loading after this is reported as broken
+
+START_PAGE_CHECK = """
+const check = window.__siteCheck = {phase: 'scroll', phases: {}, done: false};
+const imageWait = arguments[0];
+let t = performance.now();
+const enter = (name) => { check.phases[check.phase] = Math.round(performance.now() - t); t = performance.now(); check.phase = name; };
 (async () => {
   // Let lazy images load: walk to the bottom and back.
   for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) { window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); }
   window.scrollTo(0, 0);
-  // An image still loading (a lazy one the walk passed too fast, on a busy machine) is asked to load now; the wait
-  // is capped, so a stuck image is reported as broken below instead of hanging the page's check.
+  // An image still loading (a lazy one the walk passed too fast) is asked to load now; the wait is capped,
+  // so a stuck image is reported as broken below.
+  enter('images');
   await Promise.all([...document.images].map(img => img.complete ? null : new Promise(r => {
-    img.onload = img.onerror = r; img.loading = 'eager'; setTimeout(r, 20000); })));
+    img.onload = img.onerror = r; img.loading = 'eager'; setTimeout(r, imageWait); })));
   const hasMath = document.querySelectorAll('span.math, div.math').length;
   let mathjax = null;
   if (hasMath) {
+    enter('mathjax start');
     for (let i = 0; i < 200 && !(window.MathJax && MathJax.startup && MathJax.startup.promise); i++) await new Promise(r => setTimeout(r, 50));
-    if (window.MathJax && MathJax.startup) { await MathJax.startup.promise; mathjax = MathJax.version; }
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      enter('typeset');
+      await MathJax.startup.promise;
+      mathjax = MathJax.version;
+    }
   }
+  enter('fonts');
   if (document.fonts) await document.fonts.ready;
-  done({
+  enter('done');
+  Object.assign(check, {
+    done: true,
     hasMath,
     mathjax,
     rendered: document.querySelectorAll('mjx-container').length,
@@ -431,8 +450,34 @@ const done = arguments[arguments.length - 1];
     images: document.images.length,
     nav: [...document.querySelectorAll('nav.bd-docs-nav a[href], .prev-next-area a[href]')].map(a => a.href),
   });
-})();
+})().catch(e => { check.error = String(e); });
 """
+
+POLL_PAGE_CHECK = "return window.__siteCheck || null;"
+
+
+def _check_page(driver, url: str) -> dict:
+    """Load ``url``, run the page check and wait for it, polling; raise AssertionError naming the
+    phase the check was stuck in if it has not finished after PAGE_DEADLINE_S seconds."""
+    from selenium.common.exceptions import TimeoutException
+
+    driver.get(url)
+    driver.execute_script(START_PAGE_CHECK, IMAGE_WAIT_MS)
+    deadline = time.monotonic() + PAGE_DEADLINE_S
+    state = None
+    while time.monotonic() < deadline:
+        try:
+            state = driver.execute_script(POLL_PAGE_CHECK)
+        except TimeoutException:  # the page's main thread was busy for longer than a WebDriver call waits
+            continue
+        if state and (state.get("done") or state.get("error")):
+            break
+        time.sleep(0.5)
+    assert state and not state.get("error"), f"{url}: the page check failed in the page: {state}"
+    assert state.get("done"), (f"{url}: the page had not settled after {PAGE_DEADLINE_S} s, "
+                               f"stuck in phase {state.get('phase') if state else 'start'!r} "
+                               f"(ms per finished phase: {state.get('phases') if state else {}})")
+    return state
 
 
 def _requests(driver) -> list[str]:
@@ -468,8 +513,8 @@ def test_page_in_browser(browser, doc):
     driver, base = browser
     driver.get_log("browser"), driver.get_log("performance")  # drop what earlier pages left
     url = urljoin(base, f"{doc}.html")
-    driver.get(url)
-    state = driver.execute_async_script(WAIT_FOR_PAGE)
+    state = _check_page(driver, url)
+    print(f"{doc}: ms per phase {state['phases']}")
     time.sleep(0.2)  # late console messages (e.g. a font that failed)
     _screenshot(driver, SCREENSHOTS / f"{Path(doc).name}.png")
     console = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
