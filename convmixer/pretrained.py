@@ -11,9 +11,10 @@ Two public layouts exist, and both map one-to-one onto :class:`convmixer.model.C
 
 The library names them by meaning: ``patch_embed.proj``, ``patch_embed.norm``,
 ``layers.i.spatial.conv``, ``layers.i.spatial.norm``, ``layers.i.channel.conv``,
-``layers.i.channel.norm``, ``head``.  The mapping below is the whole story; the
-architecture (h, d, k, p, classes) is read off the tensor shapes, and only the activation
-(ReLU for 768/32, GELU otherwise) has to be said.
+``layers.i.channel.norm``, ``head``.  The mapping is one table, :data:`convmixer.layouts.MODULE_NAMES`;
+the architecture (h, d, k, p, classes) is read off the tensor shapes.  The activation cannot be:
+it is the named architecture's when the shapes are one of :data:`convmixer.model.ARCHITECTURES`
+(ReLU for 768/32), GELU otherwise, unless the caller says.
 """
 from __future__ import annotations
 
@@ -23,34 +24,8 @@ import re
 
 import torch
 
-from .model import ConvMixer
-from .reference import official_name
-
-# Library module  ->  timm's module ({i} is the layer index).  The official Sequential's
-# positional names come from convmixer.reference.official_name, the one table of those.
-_TIMM = {
-    "patch_embed.proj": "stem.0",
-    "patch_embed.norm": "stem.2",
-    "spatial.conv": "blocks.{i}.0.fn.0",
-    "spatial.norm": "blocks.{i}.0.fn.2",
-    "channel.conv": "blocks.{i}.1",
-    "channel.norm": "blocks.{i}.3",
-    "head": "head",
-}
-
-
-def _module_names(d: int) -> list[tuple[str, str]]:
-    """(library module, key of _TIMM) for every module with parameters in a depth-d ConvMixer."""
-    layers = [(f"layers.{i}.{part}", part) for i in range(d)
-              for part in ("spatial.conv", "spatial.norm", "channel.conv", "channel.norm")]
-    return [("patch_embed.proj", "patch_embed.proj"), ("patch_embed.norm", "patch_embed.norm"), *layers,
-            ("head", "head")]
-
-
-def _layout_name(module: str, part: str, layout: str, d: int) -> str:
-    if layout == "timm":
-        return _TIMM[part].format(i=module.split(".")[1] if module.startswith("layers.") else "")
-    return official_name(module + ".weight", d).removesuffix(".weight")
+from .layouts import module_names
+from .model import ARCHITECTURES, ConvMixer
 
 # Where a reader with internet gets the weights (the paper's README; timm's hub names).
 OFFICIAL_RELEASE = {
@@ -58,7 +33,8 @@ OFFICIAL_RELEASE = {
     "convmixer_768_32": "https://github.com/tmp-iclr/convmixer/releases/download/v1.0/convmixer_768_32_ks7_p7_relu.pth.tar",
     "convmixer_1024_20_ks9_p14": "https://github.com/tmp-iclr/convmixer/releases/download/v1.0/convmixer_1024_20_ks9_p14.pth.tar",
 }
-ACTIVATION = {"convmixer_768_32": "relu"}
+# Each named architecture's activation, where it is not GELU (read from ARCHITECTURES, not restated).
+ACTIVATION = {name: arch["activation"] for name, arch in ARCHITECTURES.items() if "activation" in arch}
 
 
 def detect_layout(state_dict: dict) -> str:
@@ -95,34 +71,53 @@ def to_library_names(state_dict: dict) -> dict:
     layout = detect_layout(state_dict)
     if layout == "convmixer":
         return dict(state_dict)
-    d = depth_of(state_dict, layout)
-    renames = {new: _layout_name(new, part, layout, d) for new, part in _module_names(d)}
-    out, used = {}, set()
-    for new, old in renames.items():
-        for k, v in state_dict.items():
-            if k.startswith(old + "."):
-                out[new + k[len(old):]] = v
-                used.add(k)
-    unused = sorted(set(state_dict) - used)
+    to_library = {old: new for new, old in module_names(depth_of(state_dict, layout), layout).items()}
+    out, unused = {}, []
+    for k, v in state_dict.items():
+        module, _, parameter = k.rpartition(".")
+        if module in to_library:
+            out[f"{to_library[module]}.{parameter}"] = v
+        else:
+            unused.append(k)
     if unused:
-        raise ValueError(f"{len(unused)} parameters have no place in a ConvMixer: {unused[:5]}")
+        raise ValueError(f"{len(unused)} parameters have no place in a ConvMixer: {sorted(unused)[:5]}")
     return out
 
 
-def config_from_state_dict(state_dict: dict, activation: str = "gelu") -> dict:
-    """ConvMixer arguments read off the shapes: h, C, p from the patch conv, k from a depthwise kernel."""
+def matching_architecture(config: dict) -> str | None:
+    """The name of the :data:`~convmixer.model.ARCHITECTURES` entry with this h, d, k, p, classes and
+    input channels (its activation aside), or None."""
+    shape = {k: v for k, v in config.items() if k != "activation"}
+    for name, arch in ARCHITECTURES.items():
+        if shape == {"in_channels": 3, **{k: v for k, v in arch.items() if k != "activation"}}:
+            return name
+    return None
+
+
+def config_from_state_dict(state_dict: dict, activation: str | None = None) -> dict:
+    """ConvMixer arguments read off the shapes: h, C, p from the patch conv, k from a depthwise kernel.
+
+    Weights do not record their activation.  ``activation=None`` (the default) takes the named
+    architecture's when the shapes match one (ReLU for ConvMixer-768/32, whose official and timm
+    weights were trained with it) and GELU, the paper's, otherwise; a string overrides that.
+    """
     sd = to_library_names(state_dict)
     h, c, p, _ = sd["patch_embed.proj.weight"].shape
-    return dict(dim=h, depth=depth_of(sd, "convmixer"), kernel_size=sd["layers.0.spatial.conv.weight"].shape[-1],
-                patch_size=p, n_classes=sd["head.weight"].shape[0], in_channels=c, activation=activation)
+    config = dict(dim=h, depth=depth_of(sd, "convmixer"), kernel_size=sd["layers.0.spatial.conv.weight"].shape[-1],
+                  patch_size=p, n_classes=sd["head.weight"].shape[0], in_channels=c)
+    if activation is None:
+        activation = ACTIVATION.get(matching_architecture(config), "gelu")
+    return {**config, "activation": activation}
 
 
-def load_pretrained(source: str | os.PathLike | dict, activation: str = "gelu") -> ConvMixer:
+def load_pretrained(source: str | os.PathLike | dict, activation: str | None = None) -> ConvMixer:
     """A ConvMixer with the weights of a timm or official checkpoint (a file or a state dict).
 
     Files are read with ``torch.load(weights_only=True)``; ``argparse.Namespace`` (the training
-    arguments timm stores beside the weights) is the one extra type allowed.  Use
-    ``activation="relu"`` for ConvMixer-768/32.
+    arguments timm stores beside the weights) is the one extra type allowed.  The activation is
+    the named architecture's when the shapes match one (so a ConvMixer-768/32 file gets ReLU
+    without being told), else GELU; pass ``activation`` to choose it yourself
+    (see :func:`config_from_state_dict`).
     """
     if not isinstance(source, dict):
         with torch.serialization.safe_globals([argparse.Namespace]):

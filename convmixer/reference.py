@@ -10,8 +10,6 @@ given the same weights, it computes the same function.  This module provides
 * :func:`to_official_state_dict` / :func:`load_official_state_dict`, which rename
   weights between the library's descriptive module names and the Sequential's
   numeric indices, so the same weights can be placed in both models;
-* :func:`parameter_breakdown` and :func:`multiply_accumulates`, the parameter and
-  compute accounting the book checks against the closed-form formulas.
 
 The index layout of the official Sequential, for depth d::
 
@@ -27,13 +25,13 @@ The index layout of the official Sequential, for depth d::
 """
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from typing import Mapping
 
 import torch
 from torch import nn
 
+from .layouts import module_names, rename_keys
 from .model import ConvMixer, ConvMixerConfig
 
 
@@ -117,17 +115,6 @@ def _check_paper_config(config: ConvMixerConfig) -> None:
         raise ValueError("this ConvMixer has no official counterpart: " + "; ".join(problems))
 
 
-_LIBRARY_TO_OFFICIAL = [
-    (re.compile(r"^patch_embed\.proj\.(.+)$"), lambda m, d: f"0.{m[1]}"),
-    (re.compile(r"^patch_embed\.norm\.(.+)$"), lambda m, d: f"2.{m[1]}"),
-    (re.compile(r"^layers\.(\d+)\.spatial\.conv\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.0.fn.0.{m[2]}"),
-    (re.compile(r"^layers\.(\d+)\.spatial\.norm\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.0.fn.2.{m[2]}"),
-    (re.compile(r"^layers\.(\d+)\.channel\.conv\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.1.{m[2]}"),
-    (re.compile(r"^layers\.(\d+)\.channel\.norm\.(.+)$"), lambda m, d: f"{3 + int(m[1])}.3.{m[2]}"),
-    (re.compile(r"^head\.(.+)$"), lambda m, d: f"{d + 5}.{m[1]}"),
-]
-
-
 def official_name(name: str, depth: int) -> str:
     """The official Sequential's key for the library's state-dict key ``name``.
 
@@ -136,11 +123,7 @@ def official_name(name: str, depth: int) -> str:
     >>> official_name("head.bias", depth=8)
     '13.bias'
     """
-    for pattern, rename in _LIBRARY_TO_OFFICIAL:
-        m = pattern.match(name)
-        if m:
-            return rename(m, depth)
-    raise KeyError(f"{name!r} is not a ConvMixer state-dict key")
+    return rename_keys([name], module_names(depth, "official"))[name]
 
 
 def to_official_state_dict(model: ConvMixer) -> "OrderedDict[str, torch.Tensor]":
@@ -150,8 +133,9 @@ def to_official_state_dict(model: ConvMixer) -> "OrderedDict[str, torch.Tensor]"
     loads with ``strict=True``: every key matches, none is missing or left over.
     """
     _check_paper_config(model.config)
-    d = model.config.depth
-    return OrderedDict((official_name(k, d), v) for k, v in model.state_dict().items())
+    state = model.state_dict()
+    names = rename_keys(state, module_names(model.config.depth, "official"))
+    return OrderedDict((names[k], v) for k, v in state.items())
 
 
 def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Tensor]) -> ConvMixer:
@@ -163,7 +147,7 @@ def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Te
     """
     _check_paper_config(model.config)
     d = model.config.depth
-    to_library = {official_name(k, d): k for k in model.state_dict()}
+    to_library = {v: k for k, v in rename_keys(model.state_dict(), module_names(d, "official")).items()}
     missing = sorted(set(to_library) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(to_library))
     if missing or unexpected:
@@ -174,60 +158,4 @@ def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Te
     return model
 
 
-#: The parts :func:`parameter_breakdown` sorts a ConvMixer's parameters into, in network order.
-PARTS = ("patch embedding", "depthwise", "pointwise", "norms", "head")
-
-
-def parameter_breakdown(model: ConvMixer) -> dict[str, int]:
-    """Where a ConvMixer's parameters are, by part (keys :data:`PARTS`); the values sum to the total.
-
-    ``patch embedding`` is the p x p convolution, ``depthwise`` / ``pointwise`` the
-    spatial- and channel-mixing convolutions of all d layers, ``norms`` every
-    normalisation layer (2h each), ``head`` the final linear layer.
-    """
-    parts = dict.fromkeys(PARTS, 0)
-    for name, t in model.named_parameters():
-        if ".norm." in name:
-            part = "norms"
-        elif name.startswith("patch_embed.proj."):
-            part = "patch embedding"
-        elif ".spatial.conv." in name:
-            part = "depthwise"
-        elif ".channel.conv." in name:
-            part = "pointwise"
-        elif name.startswith("head."):
-            part = "head"
-        else:
-            raise KeyError(f"parameter {name!r} belongs to no known part")
-        parts[part] += t.numel()
-    return parts
-
-
-def multiply_accumulates(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10,
-                         in_channels: int = 3, image_size: int | tuple[int, int] = 32, **_ignored) -> dict[str, int]:
-    """Multiply-accumulates (MACs) of one forward pass on one image, by part, plus ``"total"``.
-
-    With T = floor(H/p) floor(W/p) tokens::
-
-        patch embedding   T C p^2 h
-        depthwise         d T h k^2      (zero padding counted, as hardware computes it)
-        pointwise         d T h^2
-        head              h n
-
-    Activations, norms, residual additions, pooling and biases (O(T h) each) are
-    not counted; this is the convention of FLOP counters such as
-    ``torch.utils.flop_counter.FlopCounterMode``, which reports 2 x these numbers.
-    Extra keyword arguments (``activation``, ``norm``, ...) are accepted and ignored,
-    so ``multiply_accumulates(**ARCHITECTURES[name], image_size=224)`` works.
-    """
-    H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
-    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
-    T = (H // p) * (W // p)
-    macs = {
-        "patch embedding": T * c * p * p * h,
-        "depthwise": d * T * h * k * k,
-        "pointwise": d * T * h * h,
-        "head": h * n,
-    }
-    macs["total"] = sum(macs.values())
-    return macs
+from .costs import PARTS, multiply_accumulates, parameter_breakdown  # noqa: E402,F401  issue-12 shim: moved to convmixer.costs

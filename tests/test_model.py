@@ -393,3 +393,18 @@ def test_forward_intermediates_keep_the_autograd_history():
         z.retain_grad()
     logits.sum().backward()
     assert all(z.grad is not None and z.grad.shape == z.shape for z in grids)
+
+
+def test_layout_table_names_every_weight_once_and_refuses_strangers():
+    from convmixer.layouts import module_names, rename_keys
+
+    model = ConvMixer(dim=8, depth=11, kernel_size=3, patch_size=2)  # layers 1 and 10: no prefix confusion
+    for layout in ("official", "timm"):
+        names = rename_keys(model.state_dict(), module_names(11, layout))
+        assert len(set(names.values())) == len(names)  # one-to-one
+    assert module_names(11, "official")["layers.10.channel.norm"] == "13.3"
+    assert module_names(11, "timm")["layers.10.channel.norm"] == "blocks.10.3"
+    with pytest.raises(KeyError, match="not a ConvMixer state-dict key"):
+        rename_keys(["layers.11.spatial.conv.weight"], module_names(11, "official"))
+    with pytest.raises(ValueError, match="layout must be one of"):
+        module_names(2, "keras")

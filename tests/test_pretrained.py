@@ -4,7 +4,9 @@ import torch
 from torch import nn
 
 from convmixer import ARCHITECTURES, ConvMixer
-from convmixer.pretrained import config_from_state_dict, detect_layout, load_pretrained, to_library_names
+from convmixer.pretrained import (config_from_state_dict, detect_layout, load_pretrained, matching_architecture,
+                                  to_library_names)
+from convmixer.reference import to_official_state_dict
 
 from helpers import paper_convmixer, randomise_norms  # the paper's nn.Sequential, written out independently
 
@@ -32,9 +34,8 @@ def test_timm_named_models_map_onto_the_presets(name):
         ref = timm.create_model(name, pretrained=False)
     sd = ref.state_dict()
     assert detect_layout(sd) == "timm"
-    preset = {k: v for k, v in ARCHITECTURES[name].items() if k != "activation"}
-    cfg = config_from_state_dict(sd)
-    assert {k: cfg[k] for k in preset} == preset
+    # every shape read off, and the activation the named architecture was trained with (ReLU for 768/32)
+    assert config_from_state_dict(sd) == {"in_channels": 3, "activation": "gelu", **ARCHITECTURES[name]}
     with torch.device("meta"):
         ours = ConvMixer(**ARCHITECTURES[name])
     mapped = to_library_names(sd)
@@ -63,3 +64,21 @@ def test_unknown_layouts_are_refused():
     sd["extra.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match="no place in a ConvMixer"):
         to_library_names(sd)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_activation_is_the_named_architectures_when_the_shapes_match(name):
+    """Weights cannot tell ReLU from GELU; the shapes of ConvMixer-768/32 can tell it is that model."""
+    with torch.device("meta"):
+        state = to_official_state_dict(ConvMixer(**{**ARCHITECTURES[name], "activation": "gelu"}))
+    expected = ARCHITECTURES[name].get("activation", "gelu")
+    assert config_from_state_dict(state)["activation"] == expected
+    assert matching_architecture(config_from_state_dict(state)) == name
+    assert config_from_state_dict(state, activation="gelu")["activation"] == "gelu"  # the caller's word wins
+
+
+def test_a_shape_no_architecture_has_gets_gelu():
+    state = paper_convmixer(16, 2, 3, 2, 10).state_dict()
+    assert matching_architecture(config_from_state_dict(state)) is None
+    assert load_pretrained(state).config.activation == "gelu"
+    assert load_pretrained(state, activation="relu").config.activation == "relu"
