@@ -27,11 +27,10 @@ def preset_shape() -> dict:
 
 
 def table(headers: list[str], rows: list[list]) -> str:
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """The library's text table, left-aligned: the layout of the saved reports and of chapter 8."""
+    from convmixer.tables import text_table
+
+    return text_table(headers, rows, align="left")
 
 
 def bench_loader(args) -> dict:

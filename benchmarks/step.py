@@ -163,12 +163,10 @@ def saved_bytes_per_step(shape: dict, impl: str = "library", precision: str = "f
 
 
 def model_gflops_per_image(shape: dict) -> float:
-    """Training FLOPs per image: 3 x the forward pass (forward, and a backward twice its cost),
-    2 FLOPs per multiply-accumulate (convmixer.reference.multiply_accumulates)."""
-    from convmixer.reference import multiply_accumulates
+    """Training GFLOPs per image of a benchmark shape (:func:`convmixer.costs.training_flops_per_image`)."""
+    from convmixer.costs import training_flops_per_image  # issue-12 shim: the count moved to convmixer.costs
 
-    macs = multiply_accumulates(shape["dim"], shape["depth"], shape["kernel_size"], shape["patch_size"])["total"]
-    return 3 * 2 * macs / 1e9
+    return training_flops_per_image(shape["dim"], shape["depth"], shape["kernel_size"], shape["patch_size"]) / 1e9
 
 
 def child(argv=None):

@@ -5,8 +5,8 @@ Chapter 4 (residual choices and normalization) uses these helpers::
     VARIANTS             the six (residual, norm) pairs of the first, small ablation (legacy name "both")
     ABLATION_GRID        the eleven (residual, norm, activation) variants of the full-data ablation
     variant_name         "spatial-batch", "spatial-batch-relu", ... : the name of a variant's result folder
-    init_statistics      per-layer activation RMS and gradient norms of one model on one batch,
-                         measured with forward hooks (activations) and tensor hooks (their gradients)
+    init_statistics      per-layer activation RMS and gradient norms of one model on one batch, read
+                         from the token grids of ``ConvMixer.forward_intermediates``
     average_init_statistics   the same, averaged over several random initialisations
     init_gradient_table  one row per variant: the gradient's growth from the last layer to the first
                          at initialisation, and the activation sizes, averaged over seeds
@@ -65,38 +65,26 @@ def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor
     and ``loss``, a one-element list.  Nothing is updated: the gradients are discarded afterwards.
     The model is put in training mode for the measurement and restored to its previous mode.
     """
-    blocks: list[nn.Module] = [model.patch_embed, *model.layers]
-    outputs: list[torch.Tensor | None] = [None] * len(blocks)
-    grads: list[torch.Tensor | None] = [None] * len(blocks)
-
-    def keep(i: int):
-        def hook(module, inputs, output):
-            outputs[i] = output.detach()
-
-            def grad_hook(g):
-                grads[i] = g.detach()
-
-            output.register_hook(grad_hook)
-        return hook
-
-    handles = [block.register_forward_hook(keep(i)) for i, block in enumerate(blocks)]
+    blocks: list[nn.Module] = [model.patch_embed, *model.layers]     # the parameters that produce z_0, ..., z_d
     was_training = model.training
     model.train()
     try:
         model.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(images), labels)
+        logits, grids = model.forward_intermediates(images)
+        grads: list[torch.Tensor | None] = [None] * len(grids)
+        for i, z in enumerate(grids):        # dL/dz_l as autograd computes it (retain_grad may change its layout)
+            z.register_hook(lambda g, i=i: grads.__setitem__(i, g.detach()))
+        loss = nn.functional.cross_entropy(logits, labels)
         loss.backward()
         weight_grad_norm = [
             math.sqrt(sum(float(p.grad.pow(2).sum()) for p in block.parameters() if p.grad is not None))
             for block in blocks
         ]
     finally:
-        for handle in handles:
-            handle.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return {
-        "activation_rms": [float(z.pow(2).mean().sqrt()) for z in outputs],
+        "activation_rms": [float(z.detach().pow(2).mean().sqrt()) for z in grids],
         "grad_norm": [float(g.norm()) for g in grads],
         "weight_grad_norm": weight_grad_norm,
         "loss": [float(loss.detach())],

@@ -297,20 +297,7 @@ class ConvMixer(nn.Module):
         return self.head(self.pool(grids[-1]).flatten(1)), grids
 
 
-def parameter_count(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10, in_channels: int = 3) -> int:
-    """Parameters of ConvMixer-h/d, in closed form::
-
-        patch embedding  C p^2 h + h (conv) + 2h (norm)
-        each layer       h k^2 + h (depthwise) + 2h + h^2 + h (pointwise) + 2h
-        head             h n + n
-
-        total = h (C p^2 + 3) + d (h^2 + h k^2 + 6h) + n (h + 1).
-
-    The h^2 term dominates: channel mixing holds most of the parameters.
-    Both norms (BatchNorm and the channel LayerNorm) have 2h parameters; the residual placement adds none.
-    """
-    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
-    return h * (c * p * p + 3) + d * (h * h + h * k * k + 6 * h) + n * (h + 1)
+from .costs import parameter_count  # noqa: E402  issue-12 shim: model.parameter_count moved to costs.parameter_count
 
 
 # The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and

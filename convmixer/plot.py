@@ -17,7 +17,8 @@ from torch import nn
 
 __all__ = [
     "to_numpy_image", "plot_images", "plot_image_rows", "plot_schedule", "plot_history",
-    "filter_tiles", "filter_stats", "plot_filters", "kernel_mosaic", "plot_depthwise_kernels", "kernel_stats",
+    "tile_mosaic", "filter_tiles", "filter_stats", "plot_filters", "kernel_mosaic", "plot_depthwise_kernels",
+    "kernel_stats",
     "layer_outputs", "plot_feature_maps", "confusion_matrix", "plot_confusion_matrix",
     "plot_class_accuracy", "most_confident_mistakes", "plot_mistakes",
 ]
@@ -137,15 +138,19 @@ def plot_history(history: Sequence[dict], axes=None, label: str = "", style: str
 
 # ----------------------------------------------------------------------- learned weights
 
-def _mosaic(tiles: torch.Tensor, ncols: int, pad: int, fill: float) -> torch.Tensor:
-    """(N, C, h, w) tiles -> one (C, rows*(h+pad)-pad, ncols*(w+pad)-pad) image, gaps = fill."""
-    n, c, h, w = tiles.shape
-    nrows = math.ceil(n / ncols)
-    out = torch.full((c, nrows * (h + pad) - pad, ncols * (w + pad) - pad), fill, dtype=torch.float32)
-    for i in range(n):
-        r, q = divmod(i, ncols)
-        out[:, r * (h + pad):r * (h + pad) + h, q * (w + pad):q * (w + pad) + w] = tiles[i]
-    return out
+def tile_mosaic(tiles: torch.Tensor, ncols: int, gap: int, fill: float) -> torch.Tensor:
+    """(N, C, h, w) tiles -> one (C, rows (h + gap) - gap, ncols (w + gap) - gap) float image, row by row,
+    with ``gap`` pixels of ``fill`` between tiles and in the last row's empty places.
+
+    torchvision's ``make_grid`` without its outer border (the figures' tiles touch the frame).
+    """
+    from torchvision.utils import make_grid
+
+    tiles = tiles.float()
+    if len(tiles) == 1:                       # make_grid returns a lone tile as it is
+        return tiles[0].clone()
+    grid = make_grid(tiles, nrow=ncols, padding=gap, pad_value=fill)[:tiles.shape[1]]  # it makes 1 channel 3
+    return grid[:, gap:grid.shape[1] - gap, gap:grid.shape[2] - gap]
 
 
 def filter_tiles(weight: torch.Tensor, ncols: int = 16, pad: int = 1) -> torch.Tensor:
@@ -159,7 +164,7 @@ def filter_tiles(weight: torch.Tensor, ncols: int = 16, pad: int = 1) -> torch.T
         raise ValueError(f"expected RGB filters (h, 3, p, p), got shape {tuple(w.shape)}")
     lo = w.amin(dim=(1, 2, 3), keepdim=True)
     hi = w.amax(dim=(1, 2, 3), keepdim=True)
-    return _mosaic((w - lo) / (hi - lo).clamp_min(1e-12), ncols, pad, fill=1.0)
+    return tile_mosaic((w - lo) / (hi - lo).clamp_min(1e-12), ncols, pad, fill=1.0)
 
 
 def filter_stats(weight: torch.Tensor) -> dict[str, float]:
@@ -209,7 +214,7 @@ def kernel_mosaic(weight: torch.Tensor, n: int = 64, ncols: int = 8, pad: int = 
     if w.ndim != 4 or w.shape[1] != 1:
         raise ValueError(f"expected depthwise kernels (h, 1, k, k), got shape {tuple(w.shape)}")
     w = w / w.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return _mosaic(w, ncols, pad, fill=float("nan"))[0]
+    return tile_mosaic(w, ncols, pad, fill=float("nan"))[0]
 
 
 def _depthwise_weights(model: nn.Module) -> list[torch.Tensor]:
@@ -275,14 +280,10 @@ def kernel_stats(weight: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """The token grid after the patch embedding and after every layer, for a batch ``x``."""
-    model.check_input(x)
-    z = model.patch_embed(x)
-    out = [("patch embedding", z)]
-    for i, layer in enumerate(model.layers):
-        z = layer(z)
-        out.append((f"layer {i + 1}", z))
-    return out
+    """The token grid after the patch embedding and after every layer, for a batch ``x``, each named for
+    :func:`plot_feature_maps` (the grids of :meth:`convmixer.model.ConvMixer.forward_intermediates`)."""
+    _, grids = model.forward_intermediates(x)
+    return [("patch embedding", grids[0])] + [(f"layer {i}", z) for i, z in enumerate(grids[1:], 1)]
 
 
 def plot_feature_maps(stages: Sequence[tuple[str, torch.Tensor]], k: int = 6, image: torch.Tensor | None = None,

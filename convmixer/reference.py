@@ -10,8 +10,6 @@ given the same weights, it computes the same function.  This module provides
 * :func:`to_official_state_dict` / :func:`load_official_state_dict`, which rename
   weights between the library's descriptive module names and the Sequential's
   numeric indices, so the same weights can be placed in both models;
-* :func:`parameter_breakdown` and :func:`multiply_accumulates`, the parameter and
-  compute accounting the book checks against the closed-form formulas.
 
 The index layout of the official Sequential, for depth d::
 
@@ -160,60 +158,4 @@ def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Te
     return model
 
 
-#: The parts :func:`parameter_breakdown` sorts a ConvMixer's parameters into, in network order.
-PARTS = ("patch embedding", "depthwise", "pointwise", "norms", "head")
-
-
-def parameter_breakdown(model: ConvMixer) -> dict[str, int]:
-    """Where a ConvMixer's parameters are, by part (keys :data:`PARTS`); the values sum to the total.
-
-    ``patch embedding`` is the p x p convolution, ``depthwise`` / ``pointwise`` the
-    spatial- and channel-mixing convolutions of all d layers, ``norms`` every
-    normalisation layer (2h each), ``head`` the final linear layer.
-    """
-    parts = dict.fromkeys(PARTS, 0)
-    for name, t in model.named_parameters():
-        if ".norm." in name:
-            part = "norms"
-        elif name.startswith("patch_embed.proj."):
-            part = "patch embedding"
-        elif ".spatial.conv." in name:
-            part = "depthwise"
-        elif ".channel.conv." in name:
-            part = "pointwise"
-        elif name.startswith("head."):
-            part = "head"
-        else:
-            raise KeyError(f"parameter {name!r} belongs to no known part")
-        parts[part] += t.numel()
-    return parts
-
-
-def multiply_accumulates(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10,
-                         in_channels: int = 3, image_size: int | tuple[int, int] = 32, **_ignored) -> dict[str, int]:
-    """Multiply-accumulates (MACs) of one forward pass on one image, by part, plus ``"total"``.
-
-    With T = floor(H/p) floor(W/p) tokens::
-
-        patch embedding   T C p^2 h
-        depthwise         d T h k^2      (zero padding counted, as hardware computes it)
-        pointwise         d T h^2
-        head              h n
-
-    Activations, norms, residual additions, pooling and biases (O(T h) each) are
-    not counted; this is the convention of FLOP counters such as
-    ``torch.utils.flop_counter.FlopCounterMode``, which reports 2 x these numbers.
-    Extra keyword arguments (``activation``, ``norm``, ...) are accepted and ignored,
-    so ``multiply_accumulates(**ARCHITECTURES[name], image_size=224)`` works.
-    """
-    H, W = (image_size, image_size) if isinstance(image_size, int) else image_size
-    h, d, k, p, n, c = dim, depth, kernel_size, patch_size, n_classes, in_channels
-    T = (H // p) * (W // p)
-    macs = {
-        "patch embedding": T * c * p * p * h,
-        "depthwise": d * T * h * k * k,
-        "pointwise": d * T * h * h,
-        "head": h * n,
-    }
-    macs["total"] = sum(macs.values())
-    return macs
+from .costs import PARTS, multiply_accumulates, parameter_breakdown  # noqa: E402,F401  issue-12 shim: moved to convmixer.costs

@@ -2,26 +2,50 @@
 
 The timings themselves are measurements, not tests; these check that the harness counts right.
 """
-import math
-
 import pytest
 import torch
 
+from benchmarks import step
 from benchmarks.gpu import official_epochs, summarise
-from benchmarks.step import copy_gbytes_per_second, matmul_gflops, model_gflops_per_image, saved_bytes_per_step
-from convmixer.reference import multiply_accumulates, official_convmixer
+from benchmarks.step import copy_gbytes_per_second, matmul_gflops, saved_bytes_per_step
+from convmixer.reference import official_convmixer
 
 
-def test_model_flops_are_six_per_forward_multiply_accumulate():
-    shape = dict(dim=256, depth=8, kernel_size=5, patch_size=2)
-    macs = multiply_accumulates(**shape)["total"]
-    assert model_gflops_per_image(shape) == pytest.approx(6 * macs / 1e9)
-    assert 0.85 < model_gflops_per_image(shape) < 0.95  # ConvMixer-256/8 at p=2: ~148M MACs per image
+def fake_clock(monkeypatch, durations):
+    """time.perf_counter as the benchmarks see it: each pair of calls is one timing of the next duration."""
+    ticks = iter([t for i, d in enumerate(durations) for t in (10.0 * i, 10.0 * i + d)])
+    monkeypatch.setattr(step.time, "perf_counter", lambda: next(ticks))
 
 
-def test_matmul_and_copy_rates_are_rates():
-    assert math.isfinite(rate := matmul_gflops(torch.float32, n=128, repeats=3)) and rate > 0.1
-    assert math.isfinite(rate := copy_gbytes_per_second(mib=4, repeats=3)) and rate > 0.1
+def test_best_seconds_is_the_shortest_timing_after_a_warm_up_call(monkeypatch):
+    calls = []
+    fake_clock(monkeypatch, [3.0, 1.0, 2.0])
+    assert step.best_seconds(lambda: calls.append(1), "cpu", repeats=3) == 1.0
+    assert len(calls) == 4                                   # the warm-up is not timed
+
+
+def test_rates_count_the_work_of_one_timed_call(monkeypatch):
+    """2 n^3 FLOPs per n x n matrix product; a copy reads and writes every byte."""
+    seconds = []
+    monkeypatch.setattr(step, "best_seconds", lambda fn, device, repeats: (fn(), seconds.append(repeats), 0.5)[-1])
+    assert matmul_gflops(torch.float32, n=64, repeats=3) == 2 * 64 ** 3 / 0.5 / 1e9
+    assert copy_gbytes_per_second(mib=2, repeats=4) == 2 * 2 * 2 ** 20 / 0.5 / 1e9
+    assert seconds == [3, 4]
+
+
+def test_measure_reports_the_median_step_and_the_rate_it_implies(monkeypatch):
+    seen = []
+
+    def fake_step(x, y):
+        seen.append((tuple(x.shape), x.is_contiguous(memory_format=torch.channels_last), tuple(y.shape)))
+        return torch.tensor(1.0)
+
+    fake_clock(monkeypatch, [0.75, 0.25, 0.5])                     # exact in binary
+    m = step.measure(fake_step, torch.channels_last, batch=4, steps=3, warmup=2)
+    assert len(seen) == 5 and set(seen) == {((4, 3, 32, 32), True, (4,))}   # 2 warm-up + 3 timed steps
+    assert m["steps"] == 3 and m["step_seconds_median"] == 0.5 and m["step_seconds_min"] == 0.25
+    assert m["images_per_second"] == 4 / 0.5
+    assert m["cpu_seconds_per_step"] >= 0 and m["minor_faults_per_step"] >= 0
 
 
 def test_saved_bytes_count_what_the_backward_pass_keeps():

@@ -1,4 +1,4 @@
-"""convmixer.explorer: figures whose every state is precomputed and switched without a kernel.
+"""convmixer.explorer and convmixer.explorers: figures whose every state is precomputed and switched without a kernel.
 
 The browser side (a slider moves, its figure and value label follow) is tested on the built site
 by tests/test_site.py; here: the HTML each explorer writes, its determinism, and the numbers drawn.
@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from convmixer import ConvMixer, parameter_count
-from convmixer.explain import measured_macs, receptive_field
-from convmixer.explorer import (DECADES, PARAMETER_PARTS, Choice, Explorer, Slider, def_id, explorer,
-                                mixing_cost_explorer, parameter_share_explorer, parameter_shares, patch_grid_explorer,
-                                png_bytes, png_data_uri, receptive_field_explorer, receptive_field_states,
-                                token_mixing_costs)
-from convmixer.reference import parameter_breakdown
+from convmixer.explain import receptive_field
+from convmixer.explorer import Choice, Explorer, Slider, def_id, explorer, png_bytes, png_data_uri
+from convmixer.explorers import (DECADES, mixing_cost_explorer, parameter_share_explorer, patch_grid_explorer,
+                                 receptive_field_explorer, receptive_field_states)
 
 
 def _frames(html: str) -> dict[str, tuple[bool, str]]:
@@ -112,30 +108,7 @@ def test_shared_definitions_are_written_once_with_ids_from_the_name():
 
 
 # --------------------------------------------------------------------------- the numbers the chapters draw
-
-@pytest.mark.parametrize("h,d,k,p,n", [(256, 8, 5, 2, 10), (64, 3, 9, 7, 1000), (48, 2, 3, 4, 7)])
-def test_parameter_shares_match_the_model(h, d, k, p, n):
-    parts = parameter_shares(h, d, k, p, n)
-    breakdown = parameter_breakdown(ConvMixer(h, d, k, p, n))
-    assert list(parts) == list(PARAMETER_PARTS)
-    assert parts == {("channel mixing" if key == "pointwise" else key): v for key, v in breakdown.items()}
-    assert sum(parts.values()) == parameter_count(h, d, k, p, n)
-    # the two-layer channel MLP, counted on a real one
-    mlp = nn.Sequential(nn.Linear(h, 4 * h), nn.GELU(), nn.Linear(4 * h, h))
-    with_mlp = parameter_shares(h, d, k, p, n, mlp_ratio=4)
-    assert with_mlp["channel mixing"] == d * sum(t.numel() for t in mlp.parameters())
-    assert {key: v for key, v in with_mlp.items() if key != "channel mixing"} == \
-        {key: v for key, v in parts.items() if key != "channel mixing"}
-
-
-@pytest.mark.parametrize("n,h,k", [(16, 32, 3), (64, 16, 5)])
-def test_dense_conv_cost_matches_a_real_convolution(n, h, k):
-    conv = nn.Conv2d(h, h, k, padding=k // 2)
-    g = int(n ** 0.5)
-    params, flops = token_mixing_costs(n, h, k)["dense conv"]
-    assert params == sum(t.numel() for t in conv.parameters())
-    assert flops == 2 * measured_macs(conv, torch.zeros(1, h, g, g))
-
+# (their costs: tests/test_costs.py)
 
 def test_receptive_field_states_are_exact_squares():
     states = receptive_field_states((3, 5), (1, 2), patch_size=2, dim=4)
