@@ -8,7 +8,7 @@ import platform
 import sys
 from pathlib import Path
 
-from convmixer.train import cpu_name  # noqa: F401 (re-exported for the benchmarks)
+from convmixer.runtime import cpu_name
 
 import torch
 

@@ -52,7 +52,7 @@ def official_loaders(batch_size: int, workers: int, train_subset: int = 0, test_
     from torchvision import transforms
 
     from convmixer.data import MEAN, STD, load_cifar10
-    from convmixer.train import subset
+    from convmixer.loaders import subset
 
     from .loader import PILCifar, official_transform
 
@@ -131,7 +131,8 @@ def run_official(epochs: int, workers: int, device: torch.device, train_subset=0
 
 
 def run_library(epochs: int, device: torch.device, compile: bool, train_subset=0, test_subset=0, log=print) -> dict:
-    from convmixer.train import Trainer, preset_config
+    from convmixer.config import recipe_config
+    from convmixer.train import Trainer
 
     class TimedTrainer(Trainer):
         """The library's Trainer, with a wall clock read after each epoch's evaluation and checkpoint."""
@@ -147,7 +148,7 @@ def run_library(epochs: int, device: torch.device, compile: bool, train_subset=0
 
     with tempfile.TemporaryDirectory(prefix="convmixer-gpu-") as out_dir:
         t0 = time.perf_counter()
-        cfg = preset_config("official", epochs=epochs, device=str(device), compile=compile, out_dir=out_dir,
+        cfg = recipe_config("official", epochs=epochs, device=str(device), compile=compile, out_dir=out_dir,
                             train_subset=train_subset, test_subset=test_subset)
         trainer = TimedTrainer(cfg, screen=False)
         setup = time.perf_counter() - t0

@@ -14,7 +14,7 @@ library's uint8 tensors.  The library's :class:`convmixer.data.BatchLoader` does
 on whole batches with tensor ops.  It has no colour jitter: at the README's setting (``--jitter 0``)
 both sides do the same work; at the defaults the official side also jitters.
 
-Both sides run with glibc told to keep freed memory (:func:`convmixer.train.keep_freed_memory`, which
+Both sides run with glibc told to keep freed memory (:func:`convmixer.runtime.keep_freed_memory`, which
 the trainer calls on a CPU); the official DataLoader's workers are forked from this process and
 inherit the setting.  Without it every 6 MiB batch tensor is page-faulted in afresh.
 
@@ -134,7 +134,7 @@ def gpu_style_randaugment():
 def run(images, labels, settings=tuple(SETTINGS), batch_size=512, repeats=5, batches=8, seconds=1.0,
         warmup=2) -> dict:
     """Official, library (CPU path) and library forced onto the GPU path, alternating round by round."""
-    from convmixer.train import keep_freed_memory
+    from convmixer.runtime import keep_freed_memory
 
     from .common import median
 

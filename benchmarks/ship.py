@@ -4,7 +4,7 @@
         [--started 2026-12-02T06:08:41Z --finished ... --wall-seconds S --load-start ... --load-end ...]
 
 writes ``book/results/NAME.pt`` (weights, configs and history; no optimizer state, see
-:func:`convmixer.train.export_model`), ``NAME-history.json``, ``NAME-config.json`` and ``NAME-meta.json``.
+:func:`convmixer.evaluate.export_model`), ``NAME-history.json``, ``NAME-config.json`` and ``NAME-meta.json``.
 
 A run may train under bf16 autocast, and then the test accuracy in its history was measured under
 bf16 too.  Readers (and ``tests/test_reference_run.py``) load the weights and evaluate them in plain
@@ -48,7 +48,7 @@ def ship(run_dir: Path, name: str, meta: dict, results: Path = REPO / "book" / "
     import torchvision
 
     from convmixer.checkpoint import atomic_save, atomic_save_json
-    from convmixer.train import export_model, load_model
+    from convmixer.evaluate import export_model, load_model
 
     paths = [results / f"{name}{suffix}" for suffix in (".pt", "-history.json", "-config.json", "-meta.json")]
     relative = f"runs/{name}"  # no path of this machine in the shipped files

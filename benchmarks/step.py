@@ -13,7 +13,7 @@ Why the allocator matters: at batch 128 a 256 x 16 x 16 fp32 activation is exact
 is glibc's largest mmap threshold, so glibc returns every such tensor to the kernel when it is
 freed and the next step page-faults all of it in again (``minor_faults_per_step``).  jemalloc
 and tcmalloc keep the memory; so does glibc with mmap switched off (``mallopt``), which is what
-``Trainer`` does by default on a CPU (``convmixer.train.keep_freed_memory``): the variants named
+``Trainer`` does by default on a CPU (``convmixer.runtime.keep_freed_memory``): the variants named
 "trainer default on CPU" are what a user gets.  ``plain glibc (mallopt off)`` stops the trainer
 from making that call (``--no-mallopt``) to show what it is worth, and ``official eager fp32 +
 glibc mallopt`` gives the official step the same setting, separating the allocator from the rest.
@@ -32,7 +32,7 @@ import time
 import torch
 from torch import nn
 
-from convmixer.train import keep_freed_memory as glibc_keep_memory  # what the trainer does on a CPU
+from convmixer.runtime import keep_freed_memory as glibc_keep_memory  # what the trainer does on a CPU
 
 
 def official_step_fn(dim, depth, kernel_size, patch_size, lr=1e-3):

@@ -156,5 +156,5 @@ def check_architecture(ckpt: dict, model_config: dict, path: str | os.PathLike =
     if diffs:
         raise CheckpointError(
             f"{path} holds a different architecture: " + "; ".join(diffs)
-            + ". Build the model from the checkpoint's config (convmixer.train.load_model) or point to a matching checkpoint."
+            + ". Build the model from the checkpoint's config (convmixer.evaluate.load_model) or point to a matching checkpoint."
         )

@@ -11,6 +11,9 @@ import contextlib
 import os
 import platform
 import random
+import signal
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -134,11 +137,20 @@ class Distributed:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
         self.is_main = self.rank == 0
+        self.owns_group = False  # whether init() made the process group (and close() destroys it)
 
     def init(self, device: torch.device) -> None:
+        """Join the launch's process group (NCCL on GPUs, Gloo on CPUs); :meth:`close` leaves it."""
         if self.enabled and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+            self.owns_group = True
+
+    def close(self) -> None:
+        """Destroy the process group if :meth:`init` made it (a caller's own group is left alone)."""
+        if self.owns_group:
+            shutdown_distributed()
+            self.owns_group = False
 
     def device(self, name: str) -> torch.device:
         device = resolve_device(name)
@@ -147,6 +159,20 @@ class Distributed:
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)  # also for one process on cuda:N: kernels and NCCL go there
         return device
+
+    def wrap(self, model: torch.nn.Module, device: torch.device, sync_bn: bool = False, compile: bool = False):
+        """(model, the module a training step calls): the same weights, under torchrun wrapped in
+        DistributedDataParallel (BatchNorm made SyncBatchNorm first if ``sync_bn``, on GPUs only), and
+        compiled if ``compile``.  Checkpoints and evaluation use the first, unwrapped one."""
+        wrapped = model
+        if self.enabled:
+            sync_bn = sync_bn and device.type == "cuda"
+            if sync_bn:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            wrapped = torch.nn.parallel.DistributedDataParallel(model, **no_buffer_sync() if sync_bn else {})
+        if compile:
+            wrapped = torch.compile(wrapped)
+        return model, wrapped
 
     def shard(self, t: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -161,18 +187,14 @@ class Distributed:
             torch.distributed.all_reduce(t, op=op or torch.distributed.ReduceOp.SUM)
         return t
 
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
-
     @contextlib.contextmanager
     def main_first(self):
         """Rank 0 runs the block first (a first download, a cache to write); the others then read its result."""
-        if not self.is_main:
-            self.barrier()
+        if self.enabled and not self.is_main:
+            torch.distributed.barrier()
         yield
-        if self.is_main:
-            self.barrier()
+        if self.enabled and self.is_main:
+            torch.distributed.barrier()
 
     def from_main(self, read):
         """``read()`` on rank 0, sent to every rank (an exception there is raised everywhere).
@@ -195,7 +217,50 @@ class Distributed:
         return value
 
 
+def no_buffer_sync() -> dict:
+    """DDP's flag for "no buffer broadcast before each forward": synchronised BatchNorm statistics are
+    already equal on every rank (``forward_sync_buffers`` in newer PyTorch, ``broadcast_buffers`` before)."""
+    import inspect
+
+    params = inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def shutdown_distributed() -> None:
     """Destroy the process group, if this process made one (call it in a ``finally``)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM as a request to stop at the next safe point; a second signal stops at once.
+
+    ``with StopSignals(together) as stop:`` installs the handlers (in the main thread; signals reach
+    no other) and gives the previous ones back on leaving.  ``stop.reason`` is None until a signal
+    arrives, then the signal's number; the trainer also sets it when another process of the launch was
+    asked to stop.  A second signal raises ``KeyboardInterrupt`` at once and sets ``stop.abort``.  Under
+    ``torchrun`` (``together``) a second signal within 5 seconds is the same request: torchrun passes a
+    terminal's Ctrl-C on to its workers as SIGTERM.
+    """
+
+    def __init__(self, together: bool = False):
+        self.together, self.reason, self.abort = together, None, False
+        self._time, self._previous = 0.0, {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._request) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def _request(self, signum, frame) -> None:
+        if self.reason is not None:
+            if self.together and time.monotonic() - self._time < 5:
+                return
+            self.abort = True
+            raise KeyboardInterrupt(f"signal {signum}")
+        self.reason, self._time = signum, time.monotonic()

@@ -21,8 +21,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from convmixer import runtime, train as train_module
+from convmixer.config import recipe_config, saved_precision
+from convmixer.evaluate import export_model, load_model
 from convmixer.checkpoint import atomic_save, load_checkpoint
-from convmixer.train import Trainer, choose_precision, preset_config, saved_precision
+from convmixer.runtime import autocast_dtype, choose_precision
+from convmixer.train import Trainer
 
 from conftest import N_TEST, N_TRAIN  # the size of the synthetic data_root fixture
 
@@ -41,7 +44,7 @@ def one_thread():
 def cfg(out_dir, data_root, **kw):
     base = dict(dim=8, depth=1, train_subset=0, test_subset=0, batch_size=BATCH, threads=1, epochs=1,
                 device="cpu", out_dir=str(out_dir), data_root=str(data_root))
-    return preset_config("tiny", **{**base, **kw})
+    return recipe_config("tiny", **{**base, **kw})
 
 
 def weights(path):
@@ -76,8 +79,8 @@ def test_auto_precision_is_bf16_only_where_it_is_native(gpu, expected, monkeypat
 
 def test_auto_precision_on_a_cpu_is_fp32():
     cpu = torch.device("cpu")
-    assert choose_precision("auto", cpu) == "fp32" and train_module.autocast_dtype("auto", cpu) is None
-    assert train_module.autocast_dtype("fp16", cpu) == torch.float16
+    assert choose_precision("auto", cpu) == "fp32" and autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("fp16", cpu) == torch.float16
     assert not runtime.use_fused_adamw(cpu)  # CPU runs keep their numbers
     with pytest.raises(ValueError, match="precision must be one of"):
         choose_precision("fp8", cpu)
@@ -183,8 +186,8 @@ def test_checkpoint_written_before_precision_was_stored_still_resumes(precision,
         assert trainer.scaler.get_scale() == ckpt["scaler"]["scale"]
     trainer.fit()
     assert [h["epoch"] for h in load_checkpoint(tmp_path / "last.pt")["history"]] == [1, 2]
-    slim = train_module.export_model(tmp_path, tmp_path / "slim.pt")
-    model, _ = train_module.load_model(tmp_path / "slim.pt")
+    slim = export_model(tmp_path, tmp_path / "slim.pt")
+    model, _ = load_model(tmp_path / "slim.pt")
     assert slim["epoch"] == 2 and model.config.dim == 8
 
 
@@ -267,8 +270,9 @@ class NoHostSync(TorchDispatchMode):
 
 
 def guard_inner_loop(trainer, monkeypatch):
-    """Run ``trainer``'s epochs under :class:`NoHostSync`, paused while the loader makes a batch (its CPU
-    branches synchronise by design; its GPU branches use torch.where) and at the log points."""
+    """Run ``trainer.fit`` under :class:`NoHostSync`, paused while the loader makes a batch (its CPU
+    branches synchronise by design; its GPU branches use torch.where), at the log points and at the
+    end of each epoch (evaluation and checkpoint)."""
     mode = NoHostSync()
 
     class PausedLoader:
@@ -304,13 +308,14 @@ def guard_inner_loop(trainer, monkeypatch):
 
     trainer.train_loader = PausedLoader(trainer.train_loader)
     trainer._log_point = paused(trainer._log_point)
-    real_epoch = trainer._train_epoch
+    trainer._end_epoch = paused(trainer._end_epoch)
+    real_fit = trainer.fit
 
-    def guarded_epoch(*args):
+    def guarded_fit():
         with mode:
-            return real_epoch(*args)
+            return real_fit()
 
-    trainer._train_epoch = guarded_epoch
+    trainer.fit = guarded_fit
     # .item(), bool(), int() and float() reach the dispatcher as _local_scalar_dense; these two do not
     for name in ("tolist", "numpy"):
         real = getattr(torch.Tensor, name)

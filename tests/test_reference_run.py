@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from convmixer.data import BatchLoader, load_cifar10
-from convmixer.train import evaluate, load_model
+from convmixer.evaluate import evaluate, load_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -46,7 +46,7 @@ def test_shipped_paper_checkpoint_reproduces_its_float32_accuracy(cifar_root, st
     float32 weights, float32 arithmetic, all 10,000 test images. Its stated accuracy is that number."""
     import dataclasses
 
-    from convmixer.train import preset_config
+    from convmixer.config import recipe_config
 
     model, ckpt = load_model(RESULTS / f"{stem}.pt")
     history = json.loads((RESULTS / f"{stem}-history.json").read_text())
@@ -55,9 +55,9 @@ def test_shipped_paper_checkpoint_reproduces_its_float32_accuracy(cifar_root, st
     assert (ckpt["model_config"]["dim"], ckpt["model_config"]["depth"], ckpt["model_config"]["kernel_size"],
             ckpt["model_config"]["patch_size"]) == (256, 8, 5, 2)
     # the named preset is exactly the shipped run's recipe (settings that change the result)
-    from convmixer.train import RUNTIME_FIELDS
+    from convmixer.config import RUNTIME_FIELDS
 
-    preset = dataclasses.asdict(preset_config("cpu-paper"))
+    preset = dataclasses.asdict(recipe_config("cpu-paper"))
     assert {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS} == \
         {k: preset[k] for k in ckpt["train_config"] if k not in RUNTIME_FIELDS}
     assert meta["final_test_accuracy"] == meta["test_accuracy_fp32"]
@@ -78,3 +78,21 @@ def test_shipped_checkpoints_hold_no_paths_of_the_machine():
     for path in sorted(RESULTS.glob("*.pt")):
         ckpt = torch.load(path, weights_only=True)
         assert not absolute.findall(repr(ckpt["train_config"]).replace("'", '"')), path.name
+
+
+@pytest.mark.parametrize("stem", ["convmixer-cpu", "convmixer-paper"])
+def test_shipped_run_configs_still_build_a_config_that_may_resume_them(stem):
+    """Configs written before the library's refactors (old field names and values included) still give a
+    TrainConfig, and the resume rules accept it unchanged and refuse a changed recipe."""
+    import dataclasses
+
+    from convmixer.checkpoint import CheckpointError, load_checkpoint
+    from convmixer.config import TrainConfig, check_resume
+
+    ckpt = load_checkpoint(RESULTS / f"{stem}.pt")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in ckpt["train_config"].items() if k in known})
+    assert check_resume(ckpt, cfg) == []
+    assert check_resume(ckpt, dataclasses.replace(cfg, epochs=cfg.epochs + 1))[0].startswith("resuming a")
+    with pytest.raises(CheckpointError, match="lr_max"):
+        check_resume(ckpt, dataclasses.replace(cfg, lr_max=cfg.lr_max * 2))

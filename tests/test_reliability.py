@@ -22,7 +22,9 @@ import torch
 from convmixer import ConvMixer
 from convmixer.checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_save_json, check_architecture,
                                   load_checkpoint)
-from convmixer.train import NonFiniteLoss, Trainer, export_model, load_model, main, preset_config
+from convmixer.config import recipe_config
+from convmixer.evaluate import export_model, load_model
+from convmixer.train import NonFiniteLoss, Trainer, main
 
 from conftest import N_TEST, N_TRAIN  # the size of the synthetic data_root fixture
 
@@ -48,7 +50,7 @@ TINY = dict(dim=8, depth=1, train_subset=0, test_subset=0, batch_size=BATCH, thr
 
 
 def cfg(out_dir, data_root, **kw):
-    return preset_config("tiny", out_dir=str(out_dir), data_root=str(data_root), **{**TINY, **kw})
+    return recipe_config("tiny", out_dir=str(out_dir), data_root=str(data_root), **{**TINY, **kw})
 
 
 def cli_args(out_dir, data_root, *extra):
