@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from .batch_loader import BatchLoader
 from .config import TrainConfig
-from .data import BatchLoader, load_cifar10
+from .data import load_cifar10
 from .runtime import Distributed
 
 
