@@ -38,7 +38,7 @@ the target is 65-75% test accuracy for the paper's variant.
   epochs 1-4 of its 4-epoch schedule, 75% after a 3-epoch schedule.
 * Depth 8 rather than 6: the paper's CIFAR-10 depth, and a residual's placement matters more the
   deeper the stack.  ConvMixer-128/8 with p = 4 needs 10.4 M multiply-accumulates per image against
-  the preset's 16.6 M (x 0.63; ``convmixer.reference.multiply_accumulates``) and has 171k parameters.
+  the preset's 16.6 M (x 0.63; ``convmixer.costs.multiply_accumulates``) and has 171k parameters.
 * One measurement, 40 s of interleaved training steps (batch 256, channels_last, AdamW) of both
   models on this machine while it was running another training job (load average 1.5-4.9): the
   preset's model at 76 images/s (8x below its idle rate, so the absolute numbers say nothing),

@@ -51,7 +51,8 @@ def official_loaders(batch_size: int, workers: int, train_subset: int = 0, test_
     """The official script's two DataLoaders (PIL transforms per image, ``workers`` processes)."""
     from torchvision import transforms
 
-    from convmixer.data import MEAN, STD, load_cifar10
+    from convmixer.data import load_cifar10
+    from convmixer.normalize import MEAN, STD
     from convmixer.loaders import subset
 
     from .loader import PILCifar, official_transform

@@ -19,9 +19,9 @@ STEP_SHAPE = dict(dim=256, depth=8, kernel_size=5, patch_size=2, batch=128)  # t
 
 
 def preset_shape() -> dict:
-    from convmixer.train import PRESETS, TrainConfig
+    from convmixer.config import RECIPES, TrainConfig
 
-    cfg = TrainConfig(**PRESETS["cpu"])
+    cfg = TrainConfig(**RECIPES["cpu"])
     return dict(dim=cfg.dim, depth=cfg.depth, kernel_size=cfg.kernel_size, patch_size=cfg.patch_size,
                 batch=cfg.batch_size)
 

@@ -27,7 +27,8 @@ from .common import REPO
 @torch.no_grad()
 def test_accuracies(model: torch.nn.Module, channels_last: bool, batch_size: int = 500) -> dict:
     """fp32 test accuracy of ``model`` on all 10,000 CIFAR-10 test images, single view and with flip TTA."""
-    from convmixer.data import BatchLoader, load_cifar10
+    from convmixer.batch_loader import BatchLoader
+    from convmixer.data import load_cifar10
 
     x, y = load_cifar10("test")
     loader = BatchLoader(x, y, batch_size, train=False, channels_last=channels_last)

@@ -32,6 +32,7 @@ import time
 import torch
 from torch import nn
 
+from convmixer.costs import training_flops_per_image
 from convmixer.runtime import keep_freed_memory as glibc_keep_memory  # what the trainer does on a CPU
 
 
@@ -164,8 +165,6 @@ def saved_bytes_per_step(shape: dict, impl: str = "library", precision: str = "f
 
 def model_gflops_per_image(shape: dict) -> float:
     """Training GFLOPs per image of a benchmark shape (:func:`convmixer.costs.training_flops_per_image`)."""
-    from convmixer.costs import training_flops_per_image  # issue-12 shim: the count moved to convmixer.costs
-
     return training_flops_per_image(shape["dim"], shape["depth"], shape["kernel_size"], shape["patch_size"]) / 1e9
 
 

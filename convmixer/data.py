@@ -32,10 +32,8 @@ from pathlib import Path
 
 import torch
 
-from .batch_loader import BatchLoader  # issue-12 shim: data.BatchLoader moved to batch_loader.BatchLoader
 from .checkpoint import atomic_save
 from .normalize import CLASSES
-from .normalize import MEAN, STD, denormalize, normalize  # issue-12 shim: data.MEAN, STD, (de)normalize moved to normalize
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -13,6 +13,8 @@ Chapter 4 (residual choices and normalization) uses these helpers::
     load_ablation        read the ablation's ``history.json`` + ``config.json`` folders
     ablation_architecture   the architecture every run of an ablation shares (to measure it at init)
     summarize_ablation   mean and spread over seeds of each variant's final test accuracy
+    compare_variants     Welch's t-test of two variants' final accuracies: is the difference larger than
+                         the seed-to-seed noise?
     rank_correlation     Spearman's rank correlation, to ask whether one number orders the variants
                          as another does
 
@@ -284,3 +286,47 @@ def summarize_ablation(runs: Sequence[dict], metric: str = "test_accuracy") -> l
                      "spread": statistics.stdev(finals) if len(finals) > 1 else 0.0,
                      "seconds": statistics.fmean(r["history"][-1]["elapsed_seconds"] for r in mine)})
     return rows
+
+
+# Two-sided 5% critical values of Student's t for 1..30 degrees of freedom (beyond 30 the value for 30,
+# 2.042, is a slight overestimate of the true one, so the test stays conservative).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def compare_variants(a: dict, b: dict) -> dict:
+    """Is variant ``a`` better or worse than variant ``b`` by more than the seed-to-seed noise?
+
+    ``a`` and ``b`` are rows of :func:`summarize_ablation`, each holding its final accuracies over
+    ``n >= 2`` seeds.  Welch's t-test, which does not assume the two spreads are equal::
+
+        difference      mean(a) - mean(b)
+        standard_error  sqrt(s_a^2 / n_a + s_b^2 / n_b), with s the sample standard deviation over seeds
+        t               difference / standard_error
+        dof             the Welch-Satterthwaite degrees of freedom,
+                        SE^4 / ((s_a^2/n_a)^2 / (n_a - 1) + (s_b^2/n_b)^2 / (n_b - 1))
+        critical_t      the two-sided 5% critical value of Student's t, for dof rounded down
+                        (rounding down asks for a little more evidence, never less)
+        beyond_noise    |t| > critical_t
+        separated       every seed of one variant beat every seed of the other
+
+    With three seeds a side dof lies between 2 and 4, so a difference must be about 2.8 to 4.3
+    standard errors to count: only large, consistent differences pass, and one that does not pass
+    is not shown to be zero, only not shown.
+    """
+    xs, ys = a["finals"], b["finals"]
+    if len(xs) < 2 or len(ys) < 2:
+        raise ValueError(f"comparing {a['variant']} with {b['variant']} needs at least two seeds of each "
+                         f"(have {len(xs)} and {len(ys)}): run more seeds with benchmarks/ablation.py --seeds")
+    va, vb = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
+    difference = statistics.fmean(xs) - statistics.fmean(ys)
+    se = math.sqrt(va + vb)
+    if se == 0:  # every seed of both variants gave the same accuracy
+        t, dof = (math.inf if difference else 0.0), float(len(xs) + len(ys) - 2)
+    else:
+        t = difference / se
+        dof = se ** 4 / (va ** 2 / (len(xs) - 1) + vb ** 2 / (len(ys) - 1))
+    critical = _T_975[min(max(int(dof), 1), len(_T_975)) - 1]
+    return {"difference": difference, "standard_error": se, "t": t, "dof": dof, "critical_t": critical,
+            "beyond_noise": abs(t) > critical,
+            "separated": min(xs) > max(ys) or min(ys) > max(xs)}

@@ -297,7 +297,6 @@ class ConvMixer(nn.Module):
         return self.head(self.pool(grids[-1]).flatten(1)), grids
 
 
-from .costs import parameter_count  # noqa: E402  issue-12 shim: model.parameter_count moved to costs.parameter_count
 
 
 # The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and
@@ -311,7 +310,6 @@ ARCHITECTURES: dict[str, dict] = {
 }
 
 
-PRESETS = ARCHITECTURES  # issue-12 shim: model.PRESETS moved to model.ARCHITECTURES
 
 
 def convmixer(name: str, **overrides) -> ConvMixer:

@@ -2,7 +2,7 @@
 
 Every ``plot_*`` function draws into axes it is given (or a new figure) and returns the figure,
 so a notebook cell can end with ``plt.show()``.  Images are (N, 3, H, W) tensors, either uint8
-in [0, 255] or floats in [0, 1] (use :func:`convmixer.data.denormalize` on normalised ones).
+in [0, 255] or floats in [0, 1] (use :func:`convmixer.normalize.denormalize` on normalised ones).
 The few helpers that compute rather than draw (:func:`confusion_matrix`,
 :func:`most_confident_mistakes`, :func:`filter_stats`, :func:`kernel_stats`,
 :func:`layer_outputs`) are here because the figures are their only use.

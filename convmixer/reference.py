@@ -158,4 +158,3 @@ def load_official_state_dict(model: ConvMixer, state_dict: Mapping[str, torch.Te
     return model
 
 
-from .costs import PARTS, multiply_accumulates, parameter_breakdown  # noqa: E402,F401  issue-12 shim: moved to convmixer.costs

@@ -54,8 +54,6 @@ from .runtime import (DTYPES, Distributed, StopSignals, choose_precision, hardwa
 from .schedule import one_cycle_lr
 
 # Other helpers' tests still import these from here until the end of issue 12:
-from .evaluate import export_model, load_model  # noqa: E402,F401  issue-12 shim: train.load_model/export_model moved to evaluate
-preset_config = recipe_config  # issue-12 shim: train.preset_config moved to config.recipe_config
 
 
 class NonFiniteLoss(RuntimeError):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import ablation
-from convmixer.diagnostics import ABLATION_GRID, variant_name
+from convmixer.diagnostics import ABLATION_GRID, compare_variants, load_ablation, summarize_ablation, variant_name
 from convmixer.train import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,3 +132,45 @@ def test_a_tiny_grid_lands_skips_and_resumes(cifar_root, tmp_path, monkeypatch):
             ablation.main(argv)
     finally:
         shutil.rmtree(REPO / runs_dir, ignore_errors=True)
+
+
+def _row(name, finals):
+    return {"variant": name, "finals": finals}
+
+
+def test_compare_variants_is_welchs_t_test():
+    # Hand-computed: means 0.670 and 0.610, variances 1e-4 and 4e-4 over 3 seeds each.
+    a, b = _row("a", [0.66, 0.67, 0.68]), _row("b", [0.59, 0.61, 0.63])
+    c = compare_variants(a, b)
+    se = ((1e-4 + 4e-4) / 3) ** 0.5
+    assert c["difference"] == pytest.approx(0.06)
+    assert c["standard_error"] == pytest.approx(se)
+    assert c["t"] == pytest.approx(0.06 / se)
+    dof = se ** 4 / ((1e-4 / 3) ** 2 / 2 + (4e-4 / 3) ** 2 / 2)       # Welch-Satterthwaite: 2.94
+    assert c["dof"] == pytest.approx(dof)
+    assert c["critical_t"] == 4.303                                    # rounded down to 2 degrees of freedom
+    assert c["beyond_noise"] and c["separated"]
+    assert compare_variants(b, a)["t"] == pytest.approx(-c["t"])
+
+
+def test_compare_variants_does_not_call_overlapping_seeds_a_difference():
+    c = compare_variants(_row("a", [0.66, 0.67, 0.68]), _row("b", [0.655, 0.675, 0.665]))
+    assert not c["beyond_noise"] and not c["separated"]
+    # Equal spreads, 3 seeds a side: 4 degrees of freedom.
+    assert compare_variants(_row("a", [1.0, 2.0, 3.0]), _row("b", [2.0, 3.0, 4.0]))["critical_t"] == 2.776
+
+
+def test_compare_variants_needs_two_seeds_of_each():
+    with pytest.raises(ValueError, match="at least two seeds"):
+        compare_variants(_row("a", [0.6]), _row("b", [0.5, 0.6]))
+
+
+def test_the_shipped_grid_has_at_least_eight_variants_with_three_seeds_on_the_full_data():
+    grid = Path(__file__).resolve().parents[1] / "book" / "results" / "ablation" / "grid"
+    runs = load_ablation(grid)
+    rows = [row for row in summarize_ablation(runs) if len(set(row["seeds"])) >= 3]
+    assert len(rows) >= 8, [(row["variant"], row["seeds"]) for row in summarize_ablation(runs)]
+    for run in runs:
+        train = run["config"]["train"]
+        assert train["train_subset"] == 0 and train["test_subset"] == 0, run["name"]
+        assert len(run["history"]) == train["epochs"], run["name"]

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from convmixer.data import BatchLoader, load_cifar10
+from convmixer.batch_loader import BatchLoader
+from convmixer.data import load_cifar10
 from convmixer.evaluate import evaluate, load_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"

@@ -122,7 +122,7 @@ def test_the_first_ablations_stored_configs_load_as_trained():
 
 
 def test_the_shipped_checkpoint_loads_as_the_papers_placement():
-    from convmixer.train import load_model
+    from convmixer.evaluate import load_model
 
     model, ckpt = load_model(RESULTS / "convmixer-cpu.pt")
     assert ckpt["model_config"]["residual"] == "spatial"
@@ -153,9 +153,10 @@ def test_command_line_rejects_an_unknown_placement(capsys):
 def test_a_run_stored_as_both_resumes_with_both(cifar_root, tmp_path):
     """A checkpoint that says "both" (as the first ablation's did) resumes with the same flag."""
     from convmixer.checkpoint import load_checkpoint
-    from convmixer.train import preset_config, train
+    from convmixer.config import recipe_config
+    from convmixer.train import train
 
-    cfg = preset_config("tiny", residual="both", train_subset=128, test_subset=64, epochs=1, out_dir=str(tmp_path))
+    cfg = recipe_config("tiny", residual="both", train_subset=128, test_subset=64, epochs=1, out_dir=str(tmp_path))
     train(cfg, screen=False)
     assert load_checkpoint(tmp_path / "last.pt")["model_config"]["residual"] == "both"
     history = train(cfg, screen=False, epochs=2, resume=True)

@@ -190,7 +190,7 @@ def test_bibliography_has_the_books_references():
 
 
 def test_saved_notebooks_hold_no_widget_state():
-    """Explorers display only in a live frontend (convmixer.explain.show_explorer), so a
+    """Explorers display only in a live frontend (convmixer.widgets.show_explorer), so a
     batch-executed chapter saves no widget; tools/book_site.py is only the safety net."""
     offenders = []
     for doc in chapter_docs():
