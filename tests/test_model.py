@@ -12,11 +12,10 @@ from torch import nn
 from convmixer import ARCHITECTURES, ConvMixer, ConvMixerConfig, convmixer, parameter_count
 from convmixer.model import (RESIDUAL_NAMES, ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding,
                              SpatialMixing)
+from convmixer.costs import multiply_accumulates, parameter_breakdown
 from convmixer.reference import (
     load_official_state_dict,
-    multiply_accumulates,
     official_convmixer,
-    parameter_breakdown,
     to_official_state_dict,
     tweetable_convmixer,
 )

@@ -110,7 +110,7 @@ def one_error_line(err: str) -> str:
     (dict(depth=-2), "depth must be a positive integer, got -2"),
     (dict(patch_size=2.0), "patch_size must be a positive integer, got 2.0"),
     (dict(kernel_size=4), "kernel_size must be odd .* use 3 or 5"),
-    (dict(activation="swish"), r"activation must be one of \['gelu', 'relu'\], got 'swish'"),
+    (dict(activation="swish"), r"activation must be one of \('gelu', 'relu'\), got 'swish'"),
     (dict(norm="group"), "norm must be one of"),
 ])
 def test_model_arguments_out_of_range(kwargs, message):
