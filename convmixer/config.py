@@ -126,8 +126,8 @@ class TrainConfig:
 RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device", "sync_bn",
                   "workers", "precision"}
 
-# The named training recipes (``--preset NAME`` on the command line).  Not the architectures:
-# those are :data:`convmixer.model.ARCHITECTURES`.
+#: The named training recipes (``--preset NAME`` on the command line).  Not the architectures:
+#: those are :data:`convmixer.model.ARCHITECTURES`.
 RECIPES: dict[str, dict] = {
     # The official script's README command: ~92.5% in 25 epochs on a GPU.
     "official": {},

@@ -299,9 +299,9 @@ class ConvMixer(nn.Module):
 
 
 
-# The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and
-# the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.  (Training
-# recipes are another thing: ``convmixer.train``'s.)
+#: The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and
+#: the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.  (Training
+#: recipes are another thing: ``convmixer.config.RECIPES``.)
 ARCHITECTURES: dict[str, dict] = {
     "convmixer_256_8": dict(dim=256, depth=8, kernel_size=5, patch_size=2, n_classes=10),
     "convmixer_1536_20": dict(dim=1536, depth=20, kernel_size=9, patch_size=7, n_classes=1000),

@@ -3,7 +3,7 @@
     patch_mosaic           an image with gaps between its p x p patches
     plot_patch_grid        ch. 1  images (rows) cut into patches of several sizes (columns)
     plot_receptive_fields  ch. 2  the measured receptive field of the centre token, per k and d
-    draw_gradient          one such panel: |gradient| on a log scale, the formula's square dashed
+    draw_gradient          one such panel: the gradient's magnitude on a log scale, the formula's square dashed
 
 The numbers behind them are :mod:`convmixer.explain`'s and :mod:`convmixer.costs`'.  (Figures of a
 trained model are :mod:`convmixer.plot`; movable ones, :mod:`convmixer.explorers`.)
