@@ -411,13 +411,19 @@ PAGE_DEADLINE_S = 240
 IMAGE_WAIT_MS = 20000  # an image still loading after this is reported as broken
 
 START_PAGE_CHECK = """
-const check = window.__siteCheck = {phase: 'scroll', phases: {}, done: false};
+const check = window.__siteCheck = {phase: 'start', phases: {}, done: false};
 const imageWait = arguments[0];
 let t = performance.now();
 const enter = (name) => { check.phases[check.phase] = Math.round(performance.now() - t); t = performance.now(); check.phase = name; };
+const sleep = (ms) => new Promise(r => setTimeout(r, ms));
 (async () => {
-  // Let lazy images load: walk to the bottom and back.
-  for (let y = 0; y < document.body.scrollHeight; y += window.innerHeight) { window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); }
+  // Start from a parsed, loaded document (a busy machine can hand the check a page still loading).
+  enter('load');
+  while (document.readyState !== 'complete' || !document.body) await sleep(50);
+  enter('scroll');
+  // Let lazy images load: walk to the bottom and back. documentElement always exists, body may not.
+  const root = document.scrollingElement || document.documentElement;
+  for (let y = 0; y < root.scrollHeight; y += window.innerHeight) { window.scrollTo(0, y); await sleep(20); }
   window.scrollTo(0, 0);
   // An image still loading (a lazy one the walk passed too fast) is asked to load now; the wait is capped,
   // so a stuck image is reported as broken below.
@@ -450,7 +456,7 @@ const enter = (name) => { check.phases[check.phase] = Math.round(performance.now
     images: document.images.length,
     nav: [...document.querySelectorAll('nav.bd-docs-nav a[href], .prev-next-area a[href]')].map(a => a.href),
   });
-})().catch(e => { check.error = String(e); });
+})().catch(e => { check.error = `${e} (readyState ${document.readyState}, at ${location.href})`; });
 """
 
 POLL_PAGE_CHECK = "return window.__siteCheck || null;"
@@ -468,6 +474,8 @@ def _check_page(driver, url: str) -> dict:
     while time.monotonic() < deadline:
         try:
             state = driver.execute_script(POLL_PAGE_CHECK)
+            if state is None:  # a new document replaced the one the check started in: check that one
+                driver.execute_script(START_PAGE_CHECK, IMAGE_WAIT_MS)
         except TimeoutException:  # the page's main thread was busy for longer than a WebDriver call waits
             continue
         if state and (state.get("done") or state.get("error")):
