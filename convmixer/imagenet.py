@@ -93,12 +93,11 @@ def _folder(root: Path, split: str) -> Path:
 class StreamingLoader:
     """A ``DataLoader`` over an ImageFolder that moves batches to ``device``; one per split.
 
-    ``sharded`` tells the trainer the sampler already gives this process its own share.
+    Under ``torchrun`` its ``DistributedSampler`` already gives this process its own share of the
+    images, so the trainer does not split its batches again (see ``convmixer.loaders``).
     ``channels_last`` converts each batch on the device to the layout a channels-last model wants
     (else every convolution converts it again).
     """
-
-    sharded = True
 
     def __init__(self, dataset, batch_size: int, *, train: bool, device, workers: int, seed: int,
                  world: int = 1, rank: int = 0, collate_fn=None, channels_last: bool = False):

@@ -10,6 +10,8 @@ given the same weights, it computes the same function.  This module provides
 * :func:`to_official_state_dict` / :func:`load_official_state_dict`, which rename
   weights between the library's descriptive module names and the Sequential's
   numeric indices, so the same weights can be placed in both models;
+* :func:`randomise_norms`, which makes every norm a non-trivial map, so that such a comparison
+  checks the norms' tensors too;
 
 The index layout of the official Sequential, for depth d::
 
@@ -32,7 +34,7 @@ import torch
 from torch import nn
 
 from .layouts import module_names, rename_keys
-from .model import ConvMixer, ConvMixerConfig
+from .model import ChannelLayerNorm, ConvMixer, ConvMixerConfig
 
 
 class Residual(nn.Module):
@@ -113,6 +115,28 @@ def _check_paper_config(config: ConvMixerConfig) -> None:
         problems.append(f"in_channels={config.in_channels} (the official model takes 3)")
     if problems:
         raise ValueError("this ConvMixer has no official counterpart: " + "; ".join(problems))
+
+
+def randomise_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every norm of ``model`` random affine parameters, and every BatchNorm random running
+    statistics; return ``model``.
+
+    A fresh norm is the identity in evaluation mode (weight 1, bias 0, and for BatchNorm running
+    mean 0 and variance 1), so two models compared straight after construction agree even if a norm's
+    tensors were dropped or swapped on the way from one to the other.  After this, a
+    ``torch.allclose`` between two models in eval mode checks the norms too.  Weights are drawn
+    from 1 + 0.2 N(0, 1), biases and running means from 0.2 N(0, 1), variances from U(0.5, 1.5).
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm)):
+                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return model
 
 
 def official_name(name: str, depth: int) -> str:

@@ -53,15 +53,3 @@ def copy_into_paper(model: ConvMixer, seq: nn.Sequential) -> None:
     pairs.append((model.head, seq[-1]))
     for src, dst in pairs:
         dst.load_state_dict(src.state_dict(), strict=True)
-
-
-def randomise_norms(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BatchNorm affine parameters and running statistics, so eval mode is a real test."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))

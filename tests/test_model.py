@@ -16,11 +16,12 @@ from convmixer.costs import multiply_accumulates, parameter_breakdown
 from convmixer.reference import (
     load_official_state_dict,
     official_convmixer,
+    randomise_norms,
     to_official_state_dict,
     tweetable_convmixer,
 )
 
-from helpers import copy_into_paper, paper_convmixer, randomise_norms  # the paper's model, written out independently
+from helpers import copy_into_paper, paper_convmixer  # the paper's model, written out independently
 
 
 PAPER_CONFIGS = [
@@ -407,3 +408,26 @@ def test_layout_table_names_every_weight_once_and_refuses_strangers():
         rename_keys(["layers.11.spatial.conv.weight"], module_names(11, "official"))
     with pytest.raises(ValueError, match="layout must be one of"):
         module_names(2, "keras")
+
+
+def test_randomise_norms_makes_every_norm_a_real_map():
+    """A fresh norm is the identity in eval mode, so an equivalence check would not see its tensors."""
+    torch.manual_seed(0)
+    for norm in ("batch", "layer"):
+        model = ConvMixer(dim=8, depth=2, kernel_size=3, patch_size=2, n_classes=10, norm=norm).eval()
+        fresh = ConvMixer(dim=8, depth=2, kernel_size=3, patch_size=2, n_classes=10, norm=norm).eval()
+        fresh.load_state_dict(model.state_dict())
+        assert randomise_norms(model, seed=3) is model
+        norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm))]
+        assert len(norms) == 5                                    # the embedding's and two per layer
+        for m in norms:
+            assert not torch.allclose(m.weight, torch.ones_like(m.weight))
+            assert not torch.allclose(m.bias, torch.zeros_like(m.bias))
+            if isinstance(m, nn.BatchNorm2d):
+                assert not torch.allclose(m.running_var, torch.ones_like(m.running_var))
+        x = torch.randn(2, 3, 8, 8)
+        with torch.no_grad():
+            assert not torch.allclose(model(x), fresh(x), atol=1e-3)   # the norms now change the output
+        again = randomise_norms(fresh, seed=3)                          # the same seed: the same norms
+        with torch.no_grad():
+            assert torch.allclose(model(x), again(x))

@@ -6,9 +6,9 @@ from torch import nn
 from convmixer import ARCHITECTURES, ConvMixer
 from convmixer.pretrained import (config_from_state_dict, detect_layout, load_pretrained, matching_architecture,
                                   to_library_names)
-from convmixer.reference import to_official_state_dict
+from convmixer.reference import randomise_norms, to_official_state_dict
 
-from helpers import paper_convmixer, randomise_norms  # the paper's nn.Sequential, written out independently
+from helpers import paper_convmixer  # the paper's nn.Sequential, written out independently
 
 timm = pytest.importorskip("timm")
 
