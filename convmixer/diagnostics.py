@@ -7,7 +7,8 @@ Chapter 4 (residual choices and normalization) uses these helpers::
     variant_name         "spatial-batch", "spatial-batch-relu", ... : the name of a variant's result folder
     init_statistics      per-layer activation RMS and gradient norms of one model on one batch, read
                          from the token grids of ``ConvMixer.forward_intermediates``
-    average_init_statistics   the same, averaged over several random initialisations
+    measure_init         init_statistics of each variant, for each of several random initialisations
+    summarize_init       one variant's measurements, averaged over the initialisations, per layer
     init_gradient_table  one row per variant: the gradient's growth from the last layer to the first
                          at initialisation, and the activation sizes, averaged over seeds
     load_ablation        read the ablation's ``history.json`` + ``config.json`` folders
@@ -17,6 +18,7 @@ Chapter 4 (residual choices and normalization) uses these helpers::
                          the seed-to-seed noise?
     rank_correlation     Spearman's rank correlation, to ask whether one number orders the variants
                          as another does
+    rank_correlation_p   how often a correlation that large arises by chance (a permutation test)
 
 "Layer l" below means the token grid z_l after l ConvMixer layers, with z_0 the patch embedding's
 output, so a ConvMixer-h/d has d + 1 measured points.  The model is measured in training mode,
@@ -24,6 +26,7 @@ exactly as the first optimisation step sees it: BatchNorm normalises with the ba
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -93,36 +96,50 @@ def init_statistics(model: ConvMixer, images: torch.Tensor, labels: torch.Tensor
     }
 
 
-def _init_runs(images: torch.Tensor, labels: torch.Tensor, seeds: Iterable[int], channels_last: bool,
-               **model_kwargs) -> list[dict[str, list[float]]]:
-    """``init_statistics`` of a fresh ``ConvMixer(**model_kwargs)`` for each seed."""
+def measure_init(images: torch.Tensor, labels: torch.Tensor,
+                 variants: Sequence[tuple[str, str, str]] = ABLATION_GRID, seeds: Iterable[int] = (0, 1, 2),
+                 channels_last: bool = True, **architecture) -> dict[tuple[str, str, str], list[dict]]:
+    """:func:`init_statistics` of each variant for each seed: ``{(residual, norm, activation): [one
+    dict per seed]}``, every model measured on the same batch.
+
+    ``architecture`` fixes everything but the variant (``dim``, ``depth``, ``kernel_size``,
+    ``patch_size``; e.g. ``ablation_architecture(runs)``, so that the measurement is made at the
+    depth the ablation trained).  The seed sets the initial weights, ``torch.manual_seed(seed)``
+    before ``ConvMixer(...)``.  ``channels_last`` only changes the memory layout (the depthwise
+    convolution's backward pass is several times faster that way on a CPU), not the function
+    computed.  Measure once, then summarise the same measurements for a figure
+    (:func:`summarize_init`) and for a table (:func:`init_gradient_table`).
+    """
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    runs = []
-    for seed in seeds:
-        torch.manual_seed(seed)
-        model = ConvMixer(**model_kwargs)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        runs.append(init_statistics(model, images, labels))
-    return runs
+    seeds = tuple(seeds)
+    measured = {}
+    for residual, norm, activation in variants:
+        runs = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            model = ConvMixer(residual=residual, norm=norm, activation=activation, **architecture)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            runs.append(init_statistics(model, images, labels))
+        measured[residual, norm, activation] = runs
+    return measured
 
 
 def _geometric_mean(values: Iterable[float]) -> float:
     return math.exp(statistics.fmean(math.log(v) for v in values))
 
 
-def average_init_statistics(images: torch.Tensor, labels: torch.Tensor, seeds: Iterable[int] = (0, 1, 2),
-                            channels_last: bool = True, **model_kwargs) -> dict[str, dict[str, list[float]]]:
-    """``init_statistics`` of ``ConvMixer(**model_kwargs)`` for each seed, summarised per layer.
+def summarize_init(runs: Sequence[dict[str, list[float]]]) -> dict[str, dict[str, list[float]]]:
+    """One variant's :func:`init_statistics` over several seeds (a value of :func:`measure_init`),
+    summarised per layer.
 
     Returns ``{statistic: {"mean": [...], "min": [...], "max": [...]}}``: the mean over seeds and
     the range the seeds span, per layer.  For gradient norms, which vary by orders of magnitude
     along the network, the mean is geometric (the mean of the logarithms).
-    ``channels_last`` only changes the memory layout (the depthwise convolution's backward pass is
-    several times faster that way on a CPU), not the function computed.
     """
-    runs = _init_runs(images, labels, seeds, channels_last, **model_kwargs)
+    if not runs:
+        raise ValueError("summarize_init needs the measurements of at least one seed")
     summary = {}
     for key in runs[0]:
         per_layer = list(zip(*(run[key] for run in runs)))
@@ -132,15 +149,9 @@ def average_init_statistics(images: torch.Tensor, labels: torch.Tensor, seeds: I
     return summary
 
 
-def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
-                        variants: Sequence[tuple[str, str, str]] = ABLATION_GRID, seeds: Iterable[int] = (0, 1, 2),
-                        channels_last: bool = True, **architecture) -> list[dict]:
-    """What each variant's gradient does at initialisation, one row per variant, for a chapter to print.
-
-    ``architecture`` fixes everything but the variant (``dim``, ``depth``, ``kernel_size``,
-    ``patch_size``; e.g. ``ablation_architecture(runs)``, so that the measurement is made at the
-    depth the ablation trained).  Each variant is measured with :func:`init_statistics` on the same
-    batch for each seed; a row holds::
+def init_gradient_table(measured: dict[tuple[str, str, str], list[dict]]) -> list[dict]:
+    """What each variant's gradient does at initialisation, one row per variant of
+    :func:`measure_init`'s result, in its order, for a chapter to print.  A row holds::
 
         variant, residual, norm, activation
         loss                  initial cross-entropy, mean over seeds (ln 10 = 2.30 for uniform guesses)
@@ -160,12 +171,9 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
     These are properties of the untrained network on one batch; whether they predict how well a
     variant trains is a separate question (see :func:`rank_correlation`).
     """
-    seeds = tuple(seeds)
-    depth = architecture.get("depth", 8)
     rows = []
-    for residual, norm, activation in variants:
-        runs = _init_runs(images, labels, seeds, channels_last, residual=residual, norm=norm,
-                          activation=activation, **architecture)
+    for (residual, norm, activation), runs in measured.items():
+        depth = len(runs[0]["grad_norm"]) - 1          # z_0, ..., z_d
         growths = [run["grad_norm"][0] / run["grad_norm"][-1] for run in runs]
         growth = _geometric_mean(growths)
         relative = [(run["grad_norm"][0] * run["activation_rms"][0])
@@ -186,36 +194,70 @@ def init_gradient_table(images: torch.Tensor, labels: torch.Tensor,
     return rows
 
 
-def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rank correlation of two equally long sequences (ties get their average rank).
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    r = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for m in range(i, j + 1):
+            r[order[m]] = (i + j) / 2 + 1
+        i = j + 1
+    return r
 
-    +1: ``ys`` orders the items exactly as ``xs`` does; -1: exactly the reverse; near 0: no
-    monotone relation.  With eleven variants, abs(rho) must exceed about 0.6 before chance is an
-    unlikely explanation (two-sided 5% critical value for n = 11: 0.618).
-    """
+
+def _check_pair(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
     if len(xs) != len(ys) or len(xs) < 2:
         raise ValueError(f"need two sequences of equal length >= 2, got {len(xs)} and {len(ys)}")
+    rx, ry = _ranks(list(xs)), _ranks(list(ys))
+    if len(set(rx)) == 1 or len(set(ry)) == 1:
+        raise ValueError("rank correlation is undefined when one sequence is constant")
+    return rx, ry
 
-    def ranks(values):
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        r = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for m in range(i, j + 1):
-                r[order[m]] = (i + j) / 2 + 1
-            i = j + 1
-        return r
 
-    rx, ry = ranks(list(xs)), ranks(list(ys))
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation of two equally long sequences (ties get their average rank):
+    the Pearson correlation of the ranks.
+
+    +1: ``ys`` orders the items exactly as ``xs`` does; -1: exactly the reverse; near 0: no
+    monotone relation.  Whether a value is larger than chance produces is
+    :func:`rank_correlation_p`'s question.
+    """
+    rx, ry = _check_pair(xs, ys)
     mx, my = statistics.fmean(rx), statistics.fmean(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    if var == 0:
-        raise ValueError("rank correlation is undefined when one sequence is constant")
-    return cov / var
+    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def rank_correlation_p(xs: Sequence[float], ys: Sequence[float], permutations: int = 200_000,
+                       seed: int = 0) -> float:
+    """Two-sided p-value of Spearman's rho: the fraction of orderings of ``ys`` whose rank
+    correlation with ``xs`` is at least as large in size as the observed one.
+
+    If the two orderings were unrelated, every one of the n! orderings of ``ys`` would be equally
+    likely, so this fraction is the chance of a correlation this strong arising by luck alone.  It
+    is exact (all n! orderings) when n! <= ``permutations`` (n <= 8 by default) and estimated from
+    ``permutations`` random orderings otherwise (standard error about sqrt(p (1 - p) / permutations),
+    under 0.001 near p = 0.05).  ``seed`` fixes those random orderings, so the value is reproducible.
+    For n = 8 the two-sided 5% critical value of rho is about 0.74; for n = 11, about 0.62.
+    """
+    rx, ry = _check_pair(xs, ys)
+    n = len(rx)
+    if math.factorial(n) <= permutations:
+        orders = torch.tensor(list(itertools.permutations(range(n))))
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        orders = torch.rand(permutations, n, generator=generator).argsort(dim=1)
+    x = torch.tensor(rx, dtype=torch.float64)
+    y = torch.tensor(ry, dtype=torch.float64)
+    x, y = x - x.mean(), y - y.mean()
+    scale = x.norm() * y.norm()
+    observed = float(x @ y / scale)
+    null = (y[orders] @ x) / scale                   # rho of every ordering of ys
+    return float((null.abs() >= abs(observed) - 1e-12).double().mean())
 
 
 # --------------------------------------------------------------------------- ablation results

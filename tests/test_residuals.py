@@ -10,9 +10,11 @@ import torch
 
 from convmixer import ConvMixer, ConvMixerConfig, parameter_count
 from convmixer.diagnostics import (ABLATION_GRID, VARIANTS, ablation_architecture, init_gradient_table,
-                                   load_ablation, rank_correlation, summarize_ablation, variant_name)
+                                   load_ablation, measure_init, rank_correlation, rank_correlation_p,
+                                   summarize_ablation, summarize_init, variant_name)
 from convmixer.model import (LEGACY_RESIDUALS, NORMS, RESIDUAL_NAMES, RESIDUALS, ConvMixerLayer,
                              canonical_residual)
+from convmixer.reference import randomise_norms
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -24,19 +26,6 @@ BY_HAND = {
     "whole_layer": lambda S, C, z: z + C(S(z)),               # out = z + C(S(z))
     "none": lambda S, C, z: C(S(z)),                          # out = C(S(z))
 }
-
-
-def _randomise_norms(module: torch.nn.Module) -> None:
-    """Give every norm non-trivial affine parameters (and BatchNorm non-trivial running statistics)."""
-    g = torch.Generator().manual_seed(1)
-    for m in module.modules():
-        if hasattr(m, "weight") and m.__class__.__name__ in ("BatchNorm2d", "ChannelLayerNorm"):
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g))
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
 def test_the_five_placements_and_the_legacy_name():
@@ -54,7 +43,7 @@ def test_each_placement_is_its_formula(residual, norm):
     torch.manual_seed(0)
     z = torch.randn(2, 8, 6, 5)
     layer = ConvMixerLayer(8, 3, norm=norm, residual=residual).eval()
-    _randomise_norms(layer)
+    randomise_norms(layer, seed=1)
     with torch.no_grad():
         expected = BY_HAND[residual](layer.spatial, layer.channel, z)
         torch.testing.assert_close(layer(z), expected, rtol=0, atol=1e-6)
@@ -229,7 +218,7 @@ def test_init_gradient_table(one_thread):
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 8, 8), torch.arange(4) % 10
     arch = dict(dim=8, depth=4, kernel_size=3, patch_size=2)
-    rows = init_gradient_table(x, y, seeds=(0, 1), **arch)
+    rows = init_gradient_table(measure_init(x, y, seeds=(0, 1), **arch))
     assert [row["variant"] for row in rows] == [variant_name(*v) for v in ABLATION_GRID]
     for row in rows:
         for key in ("loss", "rms_first", "rms_last", "grad_first", "grad_last", "growth", "growth_per_layer",
@@ -255,6 +244,42 @@ def test_init_gradient_table(one_thread):
         s = init_statistics(model, x.contiguous(memory_format=torch.channels_last), y)
         growths.append(s["grad_norm"][0] / s["grad_norm"][-1])
     assert by["channel-layer"]["growth"] == pytest.approx(math.sqrt(growths[0] * growths[1]), rel=1e-5)
+
+
+def test_summarize_init_averages_the_seeds_per_layer(one_thread):
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 8, 8), torch.arange(4) % 10
+    variant = ("channel", "layer", "gelu")
+    runs = measure_init(x, y, variants=[variant], seeds=(0, 1, 2), dim=8, depth=3, kernel_size=3, patch_size=2)[variant]
+    assert len(runs) == 3 and all(len(run["grad_norm"]) == 4 for run in runs)      # z_0 .. z_3, per seed
+    assert runs[0]["grad_norm"] != runs[1]["grad_norm"]                              # seeds give different weights
+    summary = summarize_init(runs)
+    for layer in range(4):
+        rms = [run["activation_rms"][layer] for run in runs]
+        grads = [run["grad_norm"][layer] for run in runs]
+        assert summary["activation_rms"]["mean"][layer] == pytest.approx(sum(rms) / 3)            # arithmetic
+        assert summary["grad_norm"]["mean"][layer] == pytest.approx((grads[0] * grads[1] * grads[2]) ** (1 / 3))  # geometric
+        assert summary["grad_norm"]["min"][layer] == min(grads) and summary["grad_norm"]["max"][layer] == max(grads)
+    with pytest.raises(ValueError, match="at least one seed"):
+        summarize_init([])
+
+
+def test_rank_correlation_p_is_the_chance_of_so_strong_an_ordering():
+    # n = 4, the same order: 1 of the 24 orderings gives rho = +1 and 1 gives -1
+    assert rank_correlation_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 24)
+    # n = 6: the tabulated two-sided 5% critical value is 0.886 (rho = 1 - 6 D / (n (n^2 - 1)), D the sum of squared rank differences)
+    assert rank_correlation([1, 2, 3, 4, 5, 6], [1, 2, 4, 3, 6, 5]) == pytest.approx(1 - 6 * 4 / 210)    # 0.886
+    assert rank_correlation_p([1, 2, 3, 4, 5, 6], [1, 2, 4, 3, 6, 5]) <= 0.05
+    assert rank_correlation_p([1, 2, 3, 4, 5, 6], [1, 2, 3, 6, 4, 5]) > 0.05                            # 0.829
+    # sampled orderings estimate the exact value (n = 8: 40,320 orderings), reproducibly
+    xs, ys = list(range(8)), [1, 0, 3, 2, 6, 4, 7, 5]
+    exact = rank_correlation_p(xs, ys)
+    sampled = rank_correlation_p(xs, ys, permutations=20_000, seed=1)
+    assert sampled == rank_correlation_p(xs, ys, permutations=20_000, seed=1)
+    assert sampled == pytest.approx(exact, abs=0.01) and 0 < exact < 0.05
+    assert rank_correlation_p([1, 2, 3, 4, 5], [3, 1, 5, 2, 4]) > 0.5          # rho = 0.3 with five items: chance
+    with pytest.raises(ValueError, match="constant"):
+        rank_correlation_p([1, 2, 3], [4, 4, 4])
 
 
 def test_rank_correlation():
