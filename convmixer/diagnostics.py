@@ -209,13 +209,16 @@ def _ranks(values: Sequence[float]) -> list[float]:
     return r
 
 
-def _check_pair(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+def _centred_ranks(xs: Sequence[float], ys: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ranks of ``xs`` and of ``ys`` minus their mean, as float64 vectors: Spearman's rho is
+    their cosine, x . y / (|x| |y|)."""
     if len(xs) != len(ys) or len(xs) < 2:
         raise ValueError(f"need two sequences of equal length >= 2, got {len(xs)} and {len(ys)}")
     rx, ry = _ranks(list(xs)), _ranks(list(ys))
     if len(set(rx)) == 1 or len(set(ry)) == 1:
         raise ValueError("rank correlation is undefined when one sequence is constant")
-    return rx, ry
+    x, y = torch.tensor(rx, dtype=torch.float64), torch.tensor(ry, dtype=torch.float64)
+    return x - x.mean(), y - y.mean()
 
 
 def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -226,10 +229,8 @@ def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float:
     monotone relation.  Whether a value is larger than chance produces is
     :func:`rank_correlation_p`'s question.
     """
-    rx, ry = _check_pair(xs, ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    x, y = _centred_ranks(xs, ys)
+    return float(x @ y / (x.norm() * y.norm()))
 
 
 def rank_correlation_p(xs: Sequence[float], ys: Sequence[float], permutations: int = 200_000,
@@ -244,16 +245,13 @@ def rank_correlation_p(xs: Sequence[float], ys: Sequence[float], permutations: i
     under 0.001 near p = 0.05).  ``seed`` fixes those random orderings, so the value is reproducible.
     For n = 8 the two-sided 5% critical value of rho is about 0.74; for n = 11, about 0.62.
     """
-    rx, ry = _check_pair(xs, ys)
-    n = len(rx)
+    x, y = _centred_ranks(xs, ys)
+    n = len(x)
     if math.factorial(n) <= permutations:
         orders = torch.tensor(list(itertools.permutations(range(n))))
     else:
         generator = torch.Generator().manual_seed(seed)
         orders = torch.rand(permutations, n, generator=generator).argsort(dim=1)
-    x = torch.tensor(rx, dtype=torch.float64)
-    y = torch.tensor(ry, dtype=torch.float64)
-    x, y = x - x.mean(), y - y.mean()
     scale = x.norm() * y.norm()
     observed = float(x @ y / scale)
     null = (y[orders] @ x) / scale                   # rho of every ordering of ys
