@@ -1,4 +1,4 @@
-"""The ablation queue (benchmarks/ablation.py): its plan, its trainer flags, skipping, landing, failing, resuming."""
+"""The grid queue (benchmarks/run_queue.py) and its two grids (ablation, patch_kernel): plan, its trainer flags, skipping, landing, failing, resuming."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ablation
+from benchmarks import ablation, patch_kernel, run_queue
 from convmixer.diagnostics import ABLATION_GRID, compare_variants, load_ablation, summarize_ablation, variant_name
 from convmixer.train import parse_config
 
@@ -17,23 +17,39 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_plan_is_eleven_variants_by_three_seeds_seed_by_seed():
-    queue = ablation.plan()
+    queue = ablation.GRID.plan()
     assert len(queue) == 33 and len({r["name"] for r in queue}) == 33
     assert [r["seed"] for r in queue] == [0] * 11 + [1] * 11 + [2] * 11
     assert [r["variant"] for r in queue[:11]] == [variant_name(*v) for v in ABLATION_GRID]
     assert queue[0]["name"] == "spatial-batch-seed0"   # the paper's variant first: the run to time alone
-    assert [r["name"] for r in ablation.plan((1,), ["none-layer"])] == ["none-layer-seed1"]
+    assert [r["name"] for r in ablation.GRID.plan((1,), ["none-layer"])] == ["none-layer-seed1"]
 
 
 def test_every_run_is_a_valid_trainer_command_with_the_shared_settings():
-    for run in ablation.plan():
-        cfg = parse_config(ablation.trainer_args(run))
-        assert {k: getattr(cfg, k) for k in ablation.SETTINGS} == ablation.SETTINGS
+    for run in ablation.GRID.plan():
+        cfg = parse_config(ablation.GRID.trainer_args(run))
+        assert {k: getattr(cfg, k) for k in ablation.GRID.settings} == ablation.GRID.settings
         assert (cfg.residual, cfg.norm, cfg.activation, cfg.seed) == (run["residual"], run["norm"],
                                                                        run["activation"], run["seed"])
         assert cfg.resume and cfg.out_dir == f"runs/ablation/{run['name']}"
         assert cfg.train_subset == 0 and cfg.test_subset == 0   # the full 50,000 / 10,000 images
-    assert parse_config(ablation.trainer_args(ablation.plan()[0], threads=1)).threads == 1
+    assert parse_config(ablation.GRID.trainer_args(ablation.GRID.plan()[0], threads=1)).threads == 1
+
+
+def test_patch_kernel_grid_crosses_p_and_k_with_everything_else_shared():
+    """Twelve (p, k) cells x three seeds, seed by seed; every run is the ablation's recipe and model with
+    only p, k and the seed changed, so the p = 4, k = 5 cell is the ablation's paper variant."""
+    grid = patch_kernel.GRID
+    queue = grid.plan()
+    assert len(queue) == 36 and [r["seed"] for r in queue] == [0] * 12 + [1] * 12 + [2] * 12
+    assert {(r["patch_size"], r["kernel_size"]) for r in queue} == {(p, k) for p in (2, 4, 8) for k in (3, 5, 7, 9)}
+    paper = ablation.GRID.expected(ablation.GRID.plan((0,), ["spatial-batch"])[0])
+    for run in queue:
+        cfg = parse_config(grid.trainer_args(run))
+        assert (cfg.patch_size, cfg.kernel_size, cfg.seed) == (run["patch_size"], run["kernel_size"], run["seed"])
+        shared = {k: v for k, v in paper.items() if k not in ("patch_size", "kernel_size", "seed")}
+        assert {k: getattr(cfg, k) for k in shared} == shared
+        assert cfg.out_dir == f"runs/patch_kernel/{run['name']}" and cfg.resume
 
 
 def _git(*args, cwd):
@@ -49,31 +65,31 @@ def test_results_go_to_the_main_checkout_from_a_worktree(tmp_path):
     _git("add", "f", cwd=main)
     _git("commit", "-q", "-m", "c", cwd=main)
     _git("worktree", "add", "-q", "--detach", str(tmp_path / "frozen"), "HEAD", cwd=main)
-    assert ablation.default_results(tmp_path / "frozen").resolve() == (main / ablation.RESULTS).resolve()
-    assert ablation.default_results(main).resolve() == (main / ablation.RESULTS).resolve()
-    assert ablation.code_state(tmp_path / "frozen")["dirty"] is False
+    assert run_queue.default_results(ablation.GRID.results, tmp_path / "frozen").resolve() == (main / ablation.GRID.results).resolve()
+    assert run_queue.default_results(ablation.GRID.results, main).resolve() == (main / ablation.GRID.results).resolve()
+    assert run_queue.code_state(tmp_path / "frozen")["dirty"] is False
     (tmp_path / "frozen" / "f").write_text("changed")
-    assert ablation.code_state(tmp_path / "frozen")["dirty"] is True
+    assert run_queue.code_state(tmp_path / "frozen")["dirty"] is True
 
 
 def test_a_result_with_other_settings_is_refused(tmp_path):
-    run = ablation.plan()[0]
+    run = ablation.GRID.plan()[0]
     folder = tmp_path / run["name"]
     folder.mkdir()
     (folder / "history.json").write_text("[]")
-    (folder / "config.json").write_text(json.dumps({"train": {**ablation.SETTINGS, "epochs": 5}}))
+    (folder / "config.json").write_text(json.dumps({"train": {**ablation.GRID.settings, "epochs": 5}}))
     with pytest.raises(SystemExit, match="other settings"):
-        ablation.is_finished(run, tmp_path)
+        ablation.GRID.is_finished(run, tmp_path)
 
 
 def test_failed_and_stopped_runs(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_train(run, runs_dir, threads=0, log=print):
-        calls.append(run["name"])
-        return (2, ["NonFiniteLoss: the loss is nan"]) if run["norm"] == "layer" else (130, [])
+    def fake_train(args, out_dir, log=print):
+        calls.append(out_dir.name)
+        return (2, ["NonFiniteLoss: the loss is nan"]) if "-layer-" in out_dir.name else (130, [])
 
-    monkeypatch.setattr(ablation, "train_one", fake_train)
+    monkeypatch.setattr(run_queue, "train_one", fake_train)
     argv = ["--results", str(tmp_path), "--seeds", "0", "--only", "none-layer", "spatial-batch", "--allow-dirty"]
     assert ablation.main(argv) == 130     # spatial-batch comes first and is "stopped by the user"
     assert calls == ["spatial-batch-seed0"] and not (tmp_path / "spatial-batch-seed0").exists()
@@ -85,12 +101,12 @@ def test_failed_and_stopped_runs(tmp_path, monkeypatch, capsys):
     assert calls == []                     # a failed run is not retried ...
     ablation.main(argv[:-3] + ["none-layer", "--allow-dirty", "--retry-failed"])
     assert calls == ["none-layer-seed0"]   # ... unless asked
-    assert json.loads((tmp_path / "plan.json").read_text())["settings"] == ablation.SETTINGS
+    assert json.loads((tmp_path / "plan.json").read_text())["settings"] == ablation.GRID.settings
 
 
 def test_dirty_code_is_refused_unless_allowed(tmp_path, monkeypatch):
-    monkeypatch.setattr(ablation, "code_state", lambda cwd=REPO: {"commit": "abc", "dirty": True})
-    monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("must not train"))
+    monkeypatch.setattr(run_queue, "code_state", lambda cwd=REPO: {"commit": "abc", "dirty": True})
+    monkeypatch.setattr(run_queue, "train_one", lambda *a, **k: pytest.fail("must not train"))
     assert ablation.main(["--results", str(tmp_path)]) == 2
 
 
@@ -102,7 +118,7 @@ TINY = dict(dim=16, depth=1, kernel_size=3, patch_size=4, train_subset=256, test
 def test_a_tiny_grid_lands_skips_and_resumes(cifar_root, tmp_path, monkeypatch):
     """Real trainer runs (a tiny budget in place of SETTINGS): land, skip when finished, land again from the
     checkpoint when only the copy was lost, refuse to mix in another budget."""
-    monkeypatch.setattr(ablation, "SETTINGS", TINY)
+    monkeypatch.setattr(ablation.GRID, "settings", TINY)
     runs_dir = Path("runs") / f"test-ablation-{uuid.uuid4().hex[:8]}"
     results = tmp_path / "grid"
     argv = ["--results", str(results), "--runs-dir", str(runs_dir), "--seeds", "0", "--only", "spatial-batch",
@@ -116,18 +132,18 @@ def test_a_tiny_grid_lands_skips_and_resumes(cifar_root, tmp_path, monkeypatch):
         assert len(history) == 1 and config["model"]["residual"] == "spatial"
         assert config["train"]["out_dir"] == str(runs_dir / "spatial-batch-seed0")   # relative: no machine path
         assert meta["wall_seconds"] > 0 and meta["commit"]
-        assert ablation.is_finished(ablation.plan((0,), ["spatial-batch"])[0], results)
+        assert ablation.GRID.is_finished(ablation.GRID.plan((0,), ["spatial-batch"])[0], results)
 
-        monkeypatch.setattr(ablation, "train_one", lambda *a, **k: pytest.fail("a finished run must be skipped"))
+        monkeypatch.setattr(run_queue, "train_one", lambda *a, **k: pytest.fail("a finished run must be skipped"))
         assert ablation.main(argv) == 0
         monkeypatch.undo()
-        monkeypatch.setattr(ablation, "SETTINGS", TINY)
+        monkeypatch.setattr(ablation.GRID, "settings", TINY)
 
         (landed / "history.json").unlink()     # lost after training: the checkpoint lands it again, no training
         assert ablation.main(argv) == 0
         assert json.loads((landed / "history.json").read_text()) == history
 
-        monkeypatch.setattr(ablation, "SETTINGS", {**TINY, "epochs": 2})
+        monkeypatch.setattr(ablation.GRID, "settings", {**TINY, "epochs": 2})
         with pytest.raises(SystemExit, match="other settings"):
             ablation.main(argv)
     finally:
