@@ -1,6 +1,6 @@
 """A small training run, recorded before the library was reorganised, reproduced bit for bit.
 
-``tests/data/golden_run.json`` holds the command-line flags of a fixed-seed run (ConvMixer-32/2 on
+``tests/golden_run.json`` holds the command-line flags of a fixed-seed run (ConvMixer-32/2 on
 384 training images, 2 epochs, one thread, pad-crops and flips), the SHA-256 of its final weights and
 its per-epoch losses and accuracies.  A change to the model, the data pipeline, the augmentation,
 the schedule, the optimiser or the loop that changes what training computes changes the hash: a
@@ -18,7 +18,7 @@ import torch
 
 from convmixer.train import main as train_main
 
-GOLDEN = Path(__file__).with_name("data") / "golden_run.json"
+GOLDEN = Path(__file__).with_name("golden_run.json")
 FLAGS = ["--preset", "tiny", "--train-subset", "384", "--test-subset", "128", "--epochs", "2",
          "--seed", "0", "--threads", "1"]
 KEPT = ("epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
