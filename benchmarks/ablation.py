@@ -1,6 +1,6 @@
 """The residual and normalisation ablation of issue 16, as a queue that can stop and resume anywhere.
 
-Eleven variants (``convmixer.diagnostics.ABLATION_GRID``): the five residual placements of
+Eleven variants (``convmixer.book.experiments.ABLATION_GRID``): the five residual placements of
 ``convmixer.model.ConvMixerLayer`` with BatchNorm and with LayerNorm over channels, plus ReLU instead
 of GELU at the paper's placement with BatchNorm; three seeds each; all 50,000 training images, all
 10,000 test images.  Run it from a frozen copy of the code, so that edits to the checkout cannot
@@ -51,7 +51,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.run_queue import Grid, main as run_grid
-from convmixer.diagnostics import ABLATION_GRID, variant_name
+from convmixer.book.experiments import ABLATION_GRID, variant_name
 
 GRID = Grid(
     prog="python -m benchmarks.ablation",

@@ -52,8 +52,8 @@ def official_loaders(batch_size: int, workers: int, train_subset: int = 0, test_
     from torchvision import transforms
 
     from convmixer.data import load_cifar10
-    from convmixer.normalize import MEAN, STD
-    from convmixer.loaders import subset
+    from convmixer.data import MEAN, STD
+    from convmixer.train import subset
 
     from .loader import PILCifar, official_transform
 

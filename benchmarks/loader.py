@@ -10,7 +10,7 @@ time in DataLoader worker processes::
 Two settings of its flags (:data:`SETTINGS`): the script's defaults, and the README's command that
 reaches ~92.5% (the library's ``official`` preset).  Its data set is torchvision's ``CIFAR10``, which
 holds uint8 arrays and makes a PIL image per item; :class:`PILCifar` does exactly that from the
-library's uint8 tensors.  The library's :class:`convmixer.batch_loader.BatchLoader` does the same augmentations
+library's uint8 tensors.  The library's :class:`convmixer.data.BatchLoader` does the same augmentations
 on whole batches with tensor ops.  It has no colour jitter: at the README's setting (``--jitter 0``)
 both sides do the same work; at the defaults the official side also jitters.
 
@@ -63,7 +63,7 @@ def official_transform(scale: float, ra_n: int, ra_m: int, jitter: float, reprob
     """The official script's training transform, flag for flag."""
     from torchvision import transforms
 
-    from convmixer.normalize import MEAN, STD
+    from convmixer.data import MEAN, STD
 
     return transforms.Compose([
         transforms.RandomResizedCrop(32, scale=(scale, 1.0), ratio=(1.0, 1.0)),
@@ -91,7 +91,7 @@ def library_augment(setting: dict):
 
 
 def library_loader(images, labels, batch_size, setting: dict):
-    from convmixer.batch_loader import BatchLoader
+    from convmixer.data import BatchLoader
 
     return BatchLoader(images, labels, batch_size, train=True, augment=library_augment(setting), device="cpu")
 
@@ -165,7 +165,7 @@ def run(images, labels, settings=tuple(SETTINGS), batch_size=512, repeats=5, bat
             "official_pipeline": "torchvision PIL transforms per image, DataLoader(num_workers=2): RandomResizedCrop"
                                  "(32, scale=(scale, 1), ratio=(1, 1)), RandomHorizontalFlip, RandAugment(ra_n, ra_m), "
                                  "ColorJitter(jitter, jitter, jitter), ToTensor, Normalize, RandomErasing(reprob)",
-            "library_pipeline": "convmixer.batch_loader.BatchLoader on the CPU, one process, library_augment of each row; "
+            "library_pipeline": "convmixer.data.BatchLoader on the CPU, one process, library_augment of each row; "
                                 "no colour jitter; RandAugment on its CPU path (rand_augment grouped=True: the "
                                 "batch sorted by op, each op on the images that drew it)",
             "library_gpu_path_pipeline": "the same, forced onto RandAugment's GPU path (rand_augment grouped=False: "

@@ -28,7 +28,7 @@ def preset_shape() -> dict:
 
 def table(headers: list[str], rows: list[list]) -> str:
     """The library's text table, left-aligned: the layout of the saved reports and of chapter 8."""
-    from convmixer.tables import text_table
+    from convmixer.book.tables import text_table
 
     return text_table(headers, rows, align="left")
 

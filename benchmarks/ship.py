@@ -4,7 +4,7 @@
         [--started 2026-12-02T06:08:41Z --finished ... --wall-seconds S --load-start ... --load-end ...]
 
 writes ``book/results/NAME.pt`` (weights, configs and history; no optimizer state, see
-:func:`convmixer.evaluate.export_model`), ``NAME-history.json``, ``NAME-config.json`` and ``NAME-meta.json``.
+:func:`convmixer.checkpoint.export_model`), ``NAME-history.json``, ``NAME-config.json`` and ``NAME-meta.json``.
 
 A run may train under bf16 autocast, and then the test accuracy in its history was measured under
 bf16 too.  Readers (and ``tests/test_reference_run.py``) load the weights and evaluate them in plain
@@ -27,7 +27,7 @@ from .common import REPO
 @torch.no_grad()
 def test_accuracies(model: torch.nn.Module, channels_last: bool, batch_size: int = 500) -> dict:
     """fp32 test accuracy of ``model`` on all 10,000 CIFAR-10 test images, single view and with flip TTA."""
-    from convmixer.batch_loader import BatchLoader
+    from convmixer.data import BatchLoader
     from convmixer.data import load_cifar10
 
     x, y = load_cifar10("test")
@@ -49,7 +49,7 @@ def ship(run_dir: Path, name: str, meta: dict, results: Path = REPO / "book" / "
     import torchvision
 
     from convmixer.checkpoint import atomic_save, atomic_save_json
-    from convmixer.evaluate import export_model, load_model
+    from convmixer.checkpoint import export_model, load_model
 
     paths = [results / f"{name}{suffix}" for suffix in (".pt", "-history.json", "-config.json", "-meta.json")]
     relative = f"runs/{name}"  # no path of this machine in the shipped files

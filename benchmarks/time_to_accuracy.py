@@ -87,7 +87,7 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
     """Make the run in ``run_dir`` (relative to the repository) the book's reference CPU run.
 
     Writes ``convmixer-cpu.pt`` (weights, configs and history, no optimizer state: see
-    :func:`convmixer.evaluate.export_model`), ``-history.json``, ``-config.json`` and ``-meta.json``
+    :func:`convmixer.checkpoint.export_model`), ``-history.json``, ``-config.json`` and ``-meta.json``
     (the command, the machine, the clocks and load averages of ``result``, the summary that
     :func:`train` returned for this run).
     """
@@ -97,7 +97,7 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
     import torchvision
 
     from convmixer.checkpoint import atomic_save, atomic_save_json
-    from convmixer.evaluate import export_model
+    from convmixer.checkpoint import export_model
 
     src = REPO / run_dir
     history = json.loads((src / "history.json").read_text())
@@ -117,7 +117,7 @@ def ship(run_dir: str, result: dict, results: Path = REPO / "book" / "results") 
             "final_test_accuracy": history[-1]["test_accuracy"],
             "note": "Made by `python -m benchmarks.run --only tta --train --train-dir RUN`, then "
                     "benchmarks.time_to_accuracy.ship (what --ship adds): the command above, timed from outside, "
-                    "then exported with convmixer.evaluate.export_model. wall_seconds includes "
+                    "then exported with convmixer.checkpoint.export_model. wall_seconds includes "
                     "start-up, data loading and the evaluation after every epoch; training_seconds is the trainer's "
                     "clock (training only)."}
     atomic_save_json(meta, paths[3])

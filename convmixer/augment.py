@@ -7,28 +7,43 @@ starves any GPU.  Here every transform takes a float batch (N, 3, H, W) in
 batch costs a handful of kernels and the results are reproducible.
 
 Order (as in the official script): crop -> horizontal flip -> RandAugment ->
-random erasing.  Normalisation comes after, in :mod:`convmixer.batch_loader`.  Nothing here
+random erasing.  Normalisation comes after, in :class:`convmixer.data.BatchLoader`.  Nothing here
 knows the data set: the colour random erasing fills with is the caller's (``fill``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
+import functools
 import math
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 
-from .normalize import channel_constant
 from .randaugment import rand_augment
 
 CROPS = ("none", "pad", "resized")
 
 
+@functools.lru_cache(maxsize=None)
+def channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A (1, C, 1, 1) constant, made once per device and dtype.
+
+    Building it from a Python tuple every batch would copy it from the host each time, and on a
+    GPU such a copy waits for the device: one hidden synchronisation per training step.
+    """
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
+
+
+def _field(default, help: str, **kw):
+    """A setting with the help text the command line shows (``convmixer.config.build_parser``)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Which augmentations to apply.
+    """Which augmentations to apply; the defaults are the official CIFAR-10 recipe's.
 
+    The one declaration of these settings: :class:`convmixer.config.TrainConfig` inherits them.
     The fields, with the official script's flag names::
 
         crop       "pad": pad by `padding` (reflect) and crop back at a random offset;
@@ -41,13 +56,13 @@ class Augment:
         erase_p    random erasing probability (--reprob).
     """
 
-    crop: str = "none"
-    padding: int = 4
-    scale_min: float = 1.0
-    flip: bool = True
-    ra_n: int = 0
-    ra_m: int = 9
-    erase_p: float = 0.0
+    crop: str = _field("none", "crop: pad+random crop, random resized crop, or none", choices=CROPS)
+    padding: int = _field(4, "padding for --crop pad")
+    scale_min: float = _field(1.0, "smallest area fraction for --crop resized (official --scale)")
+    flip: bool = _field(True, "random horizontal flips")
+    ra_n: int = _field(2, "RandAugment ops per image (0: off)")
+    ra_m: int = _field(12, "RandAugment magnitude, 0..30")
+    erase_p: float = _field(0.0, "random erasing probability (official --reprob)")
 
     def __post_init__(self):
         if self.crop not in CROPS:
@@ -60,7 +75,8 @@ class Augment:
             raise ValueError(f"erase_p must be a probability, got {self.erase_p}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The augmentation fields only (also of a subclass such as ``TrainConfig``)."""
+        return {f.name: getattr(self, f.name) for f in fields(Augment)}
 
 
 def _uniform(n: int, g: torch.Generator, device, low=0.0, high=1.0) -> torch.Tensor:
@@ -139,7 +155,7 @@ def batch_erase(x: torch.Tensor, p: float, g: torch.Generator, fill: tuple[float
     """Random erasing: with probability p, fill one random rectangle per image with the colour ``fill``.
 
     As torchvision's RandomErasing: area fraction in [0.02, 0.33], aspect ratio
-    log-uniform in [0.3, 3.3].  Pass the data set's mean (``convmixer.normalize.MEAN``) as ``fill``:
+    log-uniform in [0.3, 3.3].  Pass the data set's mean (``convmixer.data.MEAN``) as ``fill``:
     it is what torchvision's value 0 means after normalisation.
     """
     if p <= 0:

@@ -1,4 +1,4 @@
-"""Checkpoints that survive crashes and never execute pickled code.
+"""Checkpoints that survive crashes and never execute pickled code, and the rules for resuming from one.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 ``{"format", "model_config", "train_config", "model", "optimizer", "epoch", "history"}``.
@@ -6,6 +6,11 @@ It is written to a temporary file in the same folder and renamed over the old
 one (``os.replace`` is atomic), so a crash mid-write leaves the previous
 checkpoint intact, and it is read with ``torch.load(weights_only=True)``, which
 refuses anything but tensors and plain containers.
+
+The file reads in that order: writing atomically, loading safely, checking that a checkpoint fits
+a model (:func:`check_architecture`) and that a run may continue from it (:func:`check_resume`, the
+one home of the resume rules), and a trained model from a file (:func:`load_model`,
+:func:`export_model`).
 """
 from __future__ import annotations
 
@@ -13,9 +18,14 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 import torch
+
+from .config import TrainConfig
+from .model import ConvMixer
+from .runtime import DTYPES
 
 FORMAT = "convmixer-checkpoint-v1"
 
@@ -156,5 +166,84 @@ def check_architecture(ckpt: dict, model_config: dict, path: str | os.PathLike =
     if diffs:
         raise CheckpointError(
             f"{path} holds a different architecture: " + "; ".join(diffs)
-            + ". Build the model from the checkpoint's config (convmixer.evaluate.load_model) or point to a matching checkpoint."
+            + ". Build the model from the checkpoint's config (convmixer.checkpoint.load_model) or point to a matching checkpoint."
         )
+
+
+# -- resuming a run ----------------------------------------------------------------------------
+# Fields that may change between an interrupted run and its resumption without changing the result.
+# A precision change is allowed too, with a note (a run moved from an A100 to a T4 continues in fp16).
+RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device", "sync_bn",
+                  "workers", "precision"}
+
+
+
+def saved_precision(ckpt: dict) -> str | None:
+    """The precision a checkpoint was trained in ("fp32", "bf16", "fp16"), or None when it cannot tell.
+
+    Checkpoints written before the field existed tell by their flags, by their loss scaler (only
+    fp16 runs have one) and by their hardware (a CPU's name ends in "threads"; auto meant fp32 there).
+    """
+    if ckpt.get("precision") in DTYPES:
+        return ckpt["precision"]
+    asked = ckpt.get("train_config", {}).get("precision", "auto")
+    if asked != "auto":
+        return asked
+    if ckpt.get("scaler"):
+        return "fp16"
+    return "fp32" if str(ckpt.get("hardware", "")).endswith("threads") else None
+
+
+def check_resume(ckpt: dict, cfg: TrainConfig, path: str | os.PathLike = "checkpoint", precision: str | None = None,
+                 hardware: str = "") -> list[str]:
+    """Raise :class:`CheckpointError` unless ``cfg`` may continue the run ``ckpt`` saved; return the notes to show.
+
+    The architecture must match, and so must every setting outside :data:`RUNTIME_FIELDS`, except
+    ``epochs``: a longer (or shorter) run stretches the schedule from where it stopped, with a note.
+    A field added after the checkpoint was written is compared with its default, the behaviour the
+    run had then.  A run that continues in another ``precision`` (what ``cfg.precision`` resolved to on
+    ``hardware``) than it was trained in gets a note saying how to keep the old one.
+    """
+    check_architecture(ckpt, cfg.model_config().to_dict(), path)
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved = {k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in RUNTIME_FIELDS}
+    now = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+    notes = []
+    if saved.pop("epochs") != now.pop("epochs"):
+        notes.append(f"resuming a {ckpt['train_config']['epochs']}-epoch run as a {cfg.epochs}-epoch run; "
+                     f"the learning-rate schedule is stretched from here on")
+    diffs = config_differences(saved, now)
+    if diffs:
+        raise CheckpointError(f"{path} was trained with other settings: " + "; ".join(diffs)
+                              + ". Resume with the same flags, or start a new run in another --out-dir.")
+    trained_in = saved_precision(ckpt)
+    if precision is not None and trained_in is not None and trained_in != precision:
+        how = (f"--precision auto means {precision} on {hardware}" if cfg.precision == "auto"
+               else f"--precision {cfg.precision}")
+        notes.append(f"{path} was trained in {trained_in}; it continues in {precision} ({how})"
+                     + (", with a fresh loss scale" if precision == "fp16" else "")
+                     + f". Pass --precision {trained_in} to keep {trained_in}.")
+    return notes
+
+
+# -- a trained model from a file -------------------------------------------------------------
+def load_model(path: str | os.PathLike, map_location="cpu") -> tuple[ConvMixer, dict]:
+    """A ConvMixer built from a checkpoint's config, with its trained weights (eval mode), and the checkpoint."""
+    ckpt = load_checkpoint(path, map_location)
+    model = ConvMixer(**ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def export_model(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
+    """Copy a run's trained weights, configs and history into one small file (no optimizer state).
+
+    The result loads with :func:`load_model` like any checkpoint but is a third of the size of
+    ``last.pt`` (AdamW keeps two moments per weight), small enough to ship with the book.
+    """
+    ckpt = load_checkpoint(Path(run_dir) / "last.pt")
+    slim = {k: ckpt[k] for k in ("format", "model_config", "train_config", "model", "epoch", "history",
+                                 "hardware", "torch") if k in ckpt}
+    slim["model"] = {k: v.contiguous() for k, v in slim["model"].items()}
+    atomic_save(slim, dest)
+    return slim

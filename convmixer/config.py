@@ -1,4 +1,4 @@
-"""What a training run is: its settings (:class:`TrainConfig`), the named recipes, and what a resume may change.
+"""What a training run is: its settings (:class:`TrainConfig`), the named recipes, and the command line.
 
 ``TrainConfig()`` is the official CIFAR-10 script's recipe (its README's command for ~92.5% in 25
 epochs): ConvMixer-256/8 with k = 5, p = 2; AdamW (lr_max 0.05, weight decay 0.005), batch 512; the
@@ -6,22 +6,20 @@ one-cycle learning rate; RandAugment(n=2, m=12) and horizontal flips; mixed prec
 adds budgets that finish in minutes on a CPU and the paper's ImageNet command; the command line's
 ``--preset`` picks one of them.
 
-A checkpoint stores the config it was trained with; :func:`check_resume` holds the rules for what a
-resumed run may change (only :data:`RUNTIME_FIELDS`, and the number of epochs), beside the
-architecture check they build on.  :func:`parse_config` reads the same settings from the command
-line, one flag per field.
+Each setting is declared once: the architecture's in :class:`convmixer.model.ConvMixerConfig`,
+the augmentation's in :class:`convmixer.augment.Augment`, the rest here; ``TrainConfig`` inherits the
+first two, and :func:`parse_config` turns every field into one command-line flag.  What a resumed run
+may change is :func:`convmixer.checkpoint.check_resume`'s rule.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from dataclasses import dataclass, field, fields
 
-from .augment import CROPS, Augment
-from .checkpoint import CheckpointError, check_architecture, config_differences
-from .model import ACTIVATIONS, NORMS, RESIDUAL_NAMES, ConvMixerConfig
-from .runtime import DTYPES, PRECISIONS
+from .augment import Augment
+from .model import ConvMixerConfig, check_choice
+from .runtime import PRECISIONS
 
 DESCRIPTION = "Train ConvMixer on CIFAR-10: the official recipe, on an on-device data pipeline."
 
@@ -30,19 +28,17 @@ def _opt(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of a run.  The defaults are the official CIFAR-10 recipe."""
+@dataclass(frozen=True)
+class TrainConfig(ConvMixerConfig, Augment):
+    """Every knob of a run.  The defaults are the official CIFAR-10 recipe.
 
-    # model: ConvMixer-h/d with kernel k and patch p
-    dim: int = _opt(256, "width h")
-    depth: int = _opt(8, "depth d")
-    kernel_size: int = _opt(5, "depthwise kernel size k (odd)")
-    patch_size: int = _opt(2, "patch size p")
-    activation: str = _opt("gelu", "activation", choices=tuple(ACTIVATIONS))
-    residual: str = _opt("spatial", "residual placement", choices=RESIDUAL_NAMES)
-    norm: str = _opt("batch", "normalization", choices=NORMS)
-    n_classes: int = _opt(10, "classes (10 for CIFAR-10; the folder's class count for --dataset imagefolder)")
+    The model's fields (``dim``, ``depth``, ``kernel_size``, ``patch_size``, ``n_classes``,
+    ``in_channels``, ``activation``, ``residual``, ``norm``) come from :class:`ConvMixerConfig` and the
+    augmentation's (``crop``, ``padding``, ``scale_min``, ``flip``, ``ra_n``, ``ra_m``, ``erase_p``)
+    from :class:`Augment`; the ones below are training's own.  Frozen: a run's settings do not
+    change under it (``dataclasses.replace`` makes a changed copy).
+    """
+
     # data
     dataset: str = _opt("cifar10", "cifar10 (in memory, on the device) or imagefolder (streamed: "
                         "DATA_ROOT/train/<class>/*, DATA_ROOT/val/<class>/*)", choices=("cifar10", "imagefolder"))
@@ -52,14 +48,7 @@ class TrainConfig:
     train_subset: int = _opt(0, "train on a random subset of this many images (0: all 50,000)")
     test_subset: int = _opt(0, "evaluate on a random subset of this many test images (0: all 10,000)")
     batch_size: int = _opt(512, "batch size")
-    # augmentation
-    crop: str = _opt("none", "crop: pad+random crop, random resized crop, or none", choices=CROPS)
-    padding: int = _opt(4, "padding for --crop pad")
-    scale_min: float = _opt(1.0, "smallest area fraction for --crop resized (official --scale)")
-    flip: bool = _opt(True, "random horizontal flips")
-    ra_n: int = _opt(2, "RandAugment ops per image (0: off)")
-    ra_m: int = _opt(12, "RandAugment magnitude, 0..30")
-    erase_p: float = _opt(0.0, "random erasing probability (official --reprob)")
+    # augmentation beyond Augment's
     mixup: float = _opt(0.0, "MixUp alpha, --dataset imagefolder only (the paper's ImageNet runs: 0.5)")
     cutmix: float = _opt(0.0, "CutMix alpha, --dataset imagefolder only (the paper's ImageNet runs: 0.5)")
     # optimisation
@@ -85,8 +74,11 @@ class TrainConfig:
                          "DataParallel, and PyTorch's SyncBatchNorm waits for the host in every BatchNorm layer)")
 
     def __post_init__(self):
-        self.model_config()  # validates the architecture fields (ConvMixerConfig checks the choices)
-        self.augment()  # validates the augmentation fields
+        ConvMixerConfig.__post_init__(self)  # the architecture's checks
+        Augment.__post_init__(self)  # the augmentation's checks
+        for f in fields(TrainConfig):
+            if "choices" in f.metadata:
+                check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
         for name in ("batch_size", "epochs", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -101,30 +93,32 @@ class TrainConfig:
             raise ValueError("--mixup/--cutmix need --dataset imagefolder (the in-memory CIFAR-10 loader has none)")
         if self.dataset == "cifar10" and self.n_classes != 10:
             raise ValueError(f"CIFAR-10 has 10 classes, got --n-classes {self.n_classes}")
-        if self.dataset == "imagefolder" and not self.data_root:
-            raise ValueError("--dataset imagefolder needs --data-root, a folder with train/<class>/ and val/<class>/")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.dataset not in ("cifar10", "imagefolder"):
-            raise ValueError(f"dataset must be cifar10 or imagefolder, got {self.dataset!r}")
+        if self.dataset == "imagefolder":
+            if not self.data_root:
+                raise ValueError("--dataset imagefolder needs --data-root, a folder with train/<class>/ and val/<class>/")
+            # Its loader (convmixer.imagenet) always crops with RandomResizedCrop and always flips:
+            # refuse settings it would silently ignore.
+            if self.crop != "resized":
+                raise ValueError(f"--dataset imagefolder always crops with RandomResizedCrop (crop='resized', area "
+                                 f"from scale_min), got crop={self.crop!r}; pass --crop resized or use --preset imagenet")
+            if not self.flip:
+                raise ValueError("--dataset imagefolder always flips images horizontally; flip=False (--no-flip) "
+                                 "would be ignored: leave it out")
+        elif self.in_channels != 3:
+            raise ValueError(f"CIFAR-10 images have 3 channels, got in_channels={self.in_channels}")
 
     def model_config(self) -> ConvMixerConfig:
-        return ConvMixerConfig(dim=self.dim, depth=self.depth, kernel_size=self.kernel_size,
-                               patch_size=self.patch_size, n_classes=self.n_classes, in_channels=3,
-                               activation=self.activation, residual=self.residual, norm=self.norm)
+        """The architecture fields, as the config a checkpoint stores and ``ConvMixer`` is built from."""
+        return ConvMixerConfig(**ConvMixerConfig.to_dict(self))
 
     def augment(self) -> Augment:
-        return Augment(crop=self.crop, padding=self.padding, scale_min=self.scale_min, flip=self.flip,
-                       ra_n=self.ra_n, ra_m=self.ra_m, erase_p=self.erase_p)
+        """The augmentation fields, as the loader's :class:`Augment`."""
+        return Augment(**Augment.to_dict(self))
 
     def to_dict(self) -> dict:
+        """Every field (what ``config.json`` and a checkpoint's ``train_config`` hold)."""
         return dataclasses.asdict(self)
 
-
-# Fields that may change between an interrupted run and its resumption without changing the result.
-# A precision change is allowed too, with a note (a run moved from an A100 to a T4 continues in fp16).
-RUNTIME_FIELDS = {"data_root", "out_dir", "resume", "compile", "threads", "log_every", "device", "sync_bn",
-                  "workers", "precision"}
 
 #: The named training recipes (``--preset NAME`` on the command line).  Not the architectures:
 #: those are :data:`convmixer.model.ARCHITECTURES`.
@@ -167,54 +161,6 @@ def recipe_config(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**RECIPES[name], **overrides})
 
 
-def saved_precision(ckpt: dict) -> str | None:
-    """The precision a checkpoint was trained in ("fp32", "bf16", "fp16"), or None when it cannot tell.
-
-    Checkpoints written before the field existed tell by their flags, by their loss scaler (only
-    fp16 runs have one) and by their hardware (a CPU's name ends in "threads"; auto meant fp32 there).
-    """
-    if ckpt.get("precision") in DTYPES:
-        return ckpt["precision"]
-    asked = ckpt.get("train_config", {}).get("precision", "auto")
-    if asked != "auto":
-        return asked
-    if ckpt.get("scaler"):
-        return "fp16"
-    return "fp32" if str(ckpt.get("hardware", "")).endswith("threads") else None
-
-
-def check_resume(ckpt: dict, cfg: TrainConfig, path: str | os.PathLike = "checkpoint", precision: str | None = None,
-                 hardware: str = "") -> list[str]:
-    """Raise :class:`CheckpointError` unless ``cfg`` may continue the run ``ckpt`` saved; return the notes to show.
-
-    The architecture must match, and so must every setting outside :data:`RUNTIME_FIELDS`, except
-    ``epochs``: a longer (or shorter) run stretches the schedule from where it stopped, with a note.
-    A field added after the checkpoint was written is compared with its default, the behaviour the
-    run had then.  A run that continues in another ``precision`` (what ``cfg.precision`` resolved to on
-    ``hardware``) than it was trained in gets a note saying how to keep the old one.
-    """
-    check_architecture(ckpt, cfg.model_config().to_dict(), path)
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    saved = {k: v for k, v in {**defaults, **ckpt["train_config"]}.items() if k not in RUNTIME_FIELDS}
-    now = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
-    notes = []
-    if saved.pop("epochs") != now.pop("epochs"):
-        notes.append(f"resuming a {ckpt['train_config']['epochs']}-epoch run as a {cfg.epochs}-epoch run; "
-                     f"the learning-rate schedule is stretched from here on")
-    diffs = config_differences(saved, now)
-    if diffs:
-        raise CheckpointError(f"{path} was trained with other settings: " + "; ".join(diffs)
-                              + ". Resume with the same flags, or start a new run in another --out-dir.")
-    trained_in = saved_precision(ckpt)
-    if precision is not None and trained_in is not None and trained_in != precision:
-        how = (f"--precision auto means {precision} on {hardware}" if cfg.precision == "auto"
-               else f"--precision {cfg.precision}")
-        notes.append(f"{path} was trained in {trained_in}; it continues in {precision} ({how})"
-                     + (", with a fresh loss scale" if precision == "fp16" else "")
-                     + f". Pass --precision {trained_in} to keep {trained_in}.")
-    return notes
-
-
 # -- the command line: one flag per field ------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump, exit status 2
@@ -238,19 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _imagefolder_conflicts(cfg: TrainConfig) -> str | None:
-    """What ``--dataset imagefolder`` cannot do as asked: its loader always crops with RandomResizedCrop
-    (area from --scale-min) and always flips, so other crops, padding and --no-flip would be ignored."""
-    if cfg.dataset != "imagefolder":
-        return None
-    if cfg.crop != "resized":
-        return (f"--dataset imagefolder always crops with RandomResizedCrop (--crop resized, area from --scale-min), "
-                f"got --crop {cfg.crop}; pass --crop resized or use --preset imagenet")
-    if not cfg.flip:
-        return "--dataset imagefolder always flips images horizontally; --no-flip would be ignored, leave it out"
-    return None
-
-
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """The config ``python -m convmixer.train ARGV`` runs: the --preset's recipe, then the flags given.
 
@@ -262,10 +195,6 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     args = vars(parser.parse_args(argv))
     args.pop("preset")
     try:
-        cfg = TrainConfig(**args)
+        return TrainConfig(**args)
     except ValueError as e:
         parser.error(str(e))
-    conflict = _imagefolder_conflicts(cfg)
-    if conflict:
-        parser.error(conflict)
-    return cfg

@@ -1,4 +1,9 @@
-"""CIFAR-10 as two uint8 tensors: where the files are, how they are read and checked, and their cache.
+"""CIFAR-10 on the training device: the files, the uint8 tensors and their cache, normalisation, batches.
+
+The module reads top to bottom as the data travels: the class names and channel statistics and the
+normalisation that uses them; where the files are, how they are read and checked, and their cache
+(:func:`load_cifar10`); and :class:`BatchLoader`, which draws, augments and normalises whole batches
+where the model runs.
 
 Where the data comes from, in order:
 
@@ -18,7 +23,7 @@ cannot be written still works, without a cache.
 says where the data is looked for.
 
 Images are decoded once and cached as one (N, 3, 32, 32) uint8 tensor per split: 150 MB
-for the training set, small enough to keep on a GPU, where :class:`convmixer.batch_loader.BatchLoader`
+for the training set, small enough to keep on a GPU, where :class:`BatchLoader`
 indexes and augments whole batches with tensor ops instead of one PIL image at a time.
 """
 from __future__ import annotations
@@ -32,9 +37,32 @@ from pathlib import Path
 
 import torch
 
+from .augment import Augment, augment_batch, channel_constant
 from .checkpoint import atomic_save
-from .normalize import CLASSES
 
+# -- classes, channel statistics, normalisation ---------------------------------------------------
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# Per-channel statistics of the official training set (as in the official CIFAR-10 script).
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2471, 0.2435, 0.2616)
+def normalize_float(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """[0, 1] floats -> (x - mean) / std, per channel; ``inplace`` overwrites x (no new 6 MiB batch)."""
+    mean, std = channel_constant(MEAN, x.device, x.dtype), channel_constant(STD, x.device, x.dtype)
+    return x.sub_(mean).div_(std) if inplace else (x - mean) / std
+
+
+def normalize(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [0, 255] -> (x / 255 - mean) / std, per channel."""
+    return normalize_float(x_uint8.to(dtype) / 255)
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`normalize`, to [0, 1] floats for plotting."""
+    x = x.float()
+    return (x * channel_constant(STD, x.device, x.dtype) + channel_constant(MEAN, x.device, x.dtype)).clamp(0, 1)
+
+
+# -- the files and their cache ---------------------------------------------------------------------
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -243,6 +271,63 @@ def _not_found(looked: list[str], why: str) -> str:
         "or fill the default folder with python -m convmixer.data --from cifar10-jpeg.tar.gz, "
         "or allow the download on a machine with internet."
     )
+
+
+# -- batches on the device -------------------------------------------------------------------------
+# The data set arrives as one uint8 tensor and stays on the training device; every batch is gathered
+# by indexing and transformed as a whole, the way airbench's loader works, instead of one PIL image at
+# a time in worker processes.
+class BatchLoader:
+    """Batches of a data set that lives on ``device`` as one uint8 tensor.
+
+    Each epoch draws one random permutation and slices it into batches; a batch is
+    gathered by indexing, converted to float, augmented as a whole (see
+    :mod:`convmixer.augment`) and normalised, all on the device: no worker
+    processes, no per-image Python, no host-device copy per step.  All randomness
+    comes from a generator seeded with (seed, epoch), so epoch e is the same
+    whether training ran straight through or resumed at e.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, train: bool,
+                 augment: Augment | None = None, device: str | torch.device = "cpu", seed: int = 0,
+                 channels_last: bool = False):
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.augment = augment if train else None
+        self.channels_last = channels_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator(device=self.device)
+        g.manual_seed(self.seed * 100_003 + self.epoch)
+        n = len(self.images)
+        order = torch.randperm(n, device=self.device, generator=g) if self.train else torch.arange(n, device=self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            # index_select: the same rows as images[idx], several times faster on a CPU; dividing the
+            # uint8 batch makes the float batch in one pass
+            x = torch.div(self.images.index_select(0, idx), 255)
+            if self.augment is not None:
+                x = augment_batch(x, self.augment, g, fill=MEAN)
+            x = normalize_float(x, inplace=True)  # x is this loop's own tensor
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels.index_select(0, idx)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """ImageNet-layout folders larger than memory, streamed through a standard ``DataLoader``.
 
-CIFAR-10 fits on the device (:class:`convmixer.batch_loader.BatchLoader`); ImageNet's 1.28 M JPEGs
+CIFAR-10 fits on the device (:class:`convmixer.data.BatchLoader`); ImageNet's 1.28 M JPEGs
 do not, so here worker processes decode and augment images one at a time, as in the paper's
 timm training.  The paper's ImageNet recipe (locuslab/convmixer README) used
 ``--aa rand-m9-mstd0.5-inc1 --cutmix 0.5 --mixup 0.5 --reprob 0.25 --remode pixel`` on
@@ -94,7 +94,7 @@ class StreamingLoader:
     """A ``DataLoader`` over an ImageFolder that moves batches to ``device``; one per split.
 
     Under ``torchrun`` its ``DistributedSampler`` already gives this process its own share of the
-    images, so the trainer does not split its batches again (see ``convmixer.loaders``).
+    images, so the trainer does not split its batches again (see ``convmixer.train``).
     ``channels_last`` converts each batch on the device to the layout a channels-last model wants
     (else every convolution converts it again).
     """

@@ -20,7 +20,7 @@ with sigma = GELU.  ``ConvMixer()`` at its defaults is exactly that network; the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +31,6 @@ from torch import nn
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 # Where a layer's skip connection goes (formulas in ConvMixerLayer's docstring).
 RESIDUALS = ("spatial", "channel", "two_skips", "whole_layer", "none")
-# Names older versions wrote into configs and checkpoints, and the placement they meant.  Until
-# the five placements existed, "both" was the library's name for the skip around the whole layer
-# (not two skips); it is still accepted and still means exactly that, so old files load unchanged.
-LEGACY_RESIDUALS = {"both": "whole_layer"}
-RESIDUAL_NAMES = RESIDUALS + tuple(LEGACY_RESIDUALS)  # every name a config may hold
 NORMS = ("batch", "layer")
 
 
@@ -68,12 +63,6 @@ class ChannelLayerNorm(nn.Module):
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
         return x.permute(0, 3, 1, 2)
-
-
-def canonical_residual(name: str) -> str:
-    """The placement a residual name means: itself, or for a legacy name its current one ("both" -> "whole_layer")."""
-    check_choice("residual", name, RESIDUAL_NAMES)  # "both" is the legacy name of "whole_layer"
-    return LEGACY_RESIDUALS.get(name, name)
 
 
 def make_norm(kind: str, h: int) -> nn.Module:
@@ -156,13 +145,13 @@ class ConvMixerLayer(nn.Module):
       "whole_layer"  out = z + C(S(z))                    one skip around the whole layer
       "none"         out = C(S(z))                        no skip
 
-    The legacy name "both" (what the library called "whole_layer" before there were five) is
-    accepted and means "whole_layer".  No placement adds parameters: a skip is a plain sum.
+    No placement adds parameters: a skip is a plain sum.
     """
 
     def __init__(self, h: int, k: int, activation: str = "gelu", norm: str = "batch", residual: str = "spatial"):
         super().__init__()
-        self.residual = canonical_residual(residual)
+        check_choice("residual", residual, RESIDUALS)
+        self.residual = residual
         self.spatial = SpatialMixing(h, k, activation, norm)
         self.channel = ChannelMixing(h, activation, norm)
 
@@ -181,19 +170,29 @@ class ConvMixerLayer(nn.Module):
         return C(S(z))
 
 
+def _field(default, help: str, **kw):
+    """A setting with the help text the command line shows (``convmixer.config.build_parser``)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
 @dataclass(frozen=True)
 class ConvMixerConfig:
-    """Everything that fixes a ConvMixer's architecture, as plain data (stored in checkpoints)."""
+    """Everything that fixes a ConvMixer's architecture, as plain data (stored in checkpoints).
 
-    dim: int = 256
-    depth: int = 8
-    kernel_size: int = 5
-    patch_size: int = 2
-    n_classes: int = 10
-    in_channels: int = 3
-    activation: str = "gelu"
-    residual: str = "spatial"
-    norm: str = "batch"
+    The one declaration of these settings: :class:`ConvMixer` takes them as keywords and
+    :class:`convmixer.config.TrainConfig` inherits them, so the command line's ``--dim`` ...
+    ``--norm`` flags are these fields.
+    """
+
+    dim: int = _field(256, "width h")
+    depth: int = _field(8, "depth d")
+    kernel_size: int = _field(5, "depthwise kernel size k (odd)")
+    patch_size: int = _field(2, "patch size p")
+    n_classes: int = _field(10, "classes (10 for CIFAR-10; the folder's class count for --dataset imagefolder)")
+    in_channels: int = _field(3, "image channels")
+    activation: str = _field("gelu", "activation", choices=tuple(ACTIVATIONS))
+    residual: str = _field("spatial", "residual placement", choices=RESIDUALS)
+    norm: str = _field("batch", "normalization", choices=NORMS)
 
     def __post_init__(self):
         for name in ("dim", "depth", "kernel_size", "patch_size", "n_classes", "in_channels"):
@@ -205,21 +204,13 @@ class ConvMixerConfig:
                 f"kernel_size must be odd so that 'same' padding is symmetric, got {self.kernel_size}; "
                 f"use {self.kernel_size - 1} or {self.kernel_size + 1}"
             )
-        check_choice("activation", self.activation, ACTIVATIONS)
-        check_choice("residual", self.residual, RESIDUAL_NAMES)
-        check_choice("norm", self.norm, NORMS)
-
-    @property
-    def placement(self) -> str:
-        """The residual placement, by its current name (a stored legacy "both" reads "whole_layer").
-
-        ``residual`` itself keeps the name the config was made with, so that a file written with
-        "both" compares equal to its own reloaded config (resuming such a run needs no renaming).
-        """
-        return canonical_residual(self.residual)
+        for f in fields(ConvMixerConfig):
+            if "choices" in f.metadata:
+                check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The architecture fields only (also of a subclass such as ``TrainConfig``)."""
+        return {f.name: getattr(self, f.name) for f in fields(ConvMixerConfig)}
 
 
 class ConvMixer(nn.Module):
@@ -229,31 +220,20 @@ class ConvMixer(nn.Module):
     >>> model(torch.zeros(2, 3, 32, 32)).shape
     torch.Size([2, 10])
 
-    Every layer is built on its own, so every layer gets its own random initial
-    weights (copying one layer d times would start them all identical).
+    The settings are :class:`ConvMixerConfig`'s fields, given by keyword (``dim``, ``depth``,
+    ``kernel_size``, ``patch_size``, ``n_classes``, ``in_channels``, ``activation``, ``residual``,
+    ``norm``); the config checks them.  Every layer is built on its own, so every layer gets its own
+    random initial weights (copying one layer d times would start them all identical).
     """
 
-    def __init__(
-        self,
-        dim: int = 256,
-        depth: int = 8,
-        kernel_size: int = 5,
-        patch_size: int = 2,
-        n_classes: int = 10,
-        in_channels: int = 3,
-        activation: str = "gelu",
-        residual: str = "spatial",
-        norm: str = "batch",
-    ):
+    def __init__(self, **settings):
         super().__init__()
-        self.config = ConvMixerConfig(dim=dim, depth=depth, kernel_size=kernel_size, patch_size=patch_size,
-                                      n_classes=n_classes, in_channels=in_channels, activation=activation,
-                                      residual=residual, norm=norm)
-        h, k, p = dim, kernel_size, patch_size
-        self.patch_embed = PatchEmbedding(h, p, in_channels, activation, norm)
-        self.layers = nn.Sequential(*[ConvMixerLayer(h, k, activation, norm, residual) for _ in range(depth)])
+        self.config = c = ConvMixerConfig(**settings)
+        h, k, p = c.dim, c.kernel_size, c.patch_size
+        self.patch_embed = PatchEmbedding(h, p, c.in_channels, c.activation, c.norm)
+        self.layers = nn.Sequential(*[ConvMixerLayer(h, k, c.activation, c.norm, c.residual) for _ in range(c.depth)])
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(h, n_classes)
+        self.head = nn.Linear(h, c.n_classes)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Reject inputs the network would otherwise mangle silently or fail on obscurely."""
@@ -297,8 +277,6 @@ class ConvMixer(nn.Module):
         return self.head(self.pool(grids[-1]).flatten(1)), grids
 
 
-
-
 #: The paper's architectures, by timm's names.  ConvMixer-h/d; k and p as in the paper's Table 1 and
 #: the official code (768/32 uses ReLU there); 256/8 is the official CIFAR-10 script's.  (Training
 #: recipes are another thing: ``convmixer.config.RECIPES``.)
@@ -308,8 +286,6 @@ ARCHITECTURES: dict[str, dict] = {
     "convmixer_768_32": dict(dim=768, depth=32, kernel_size=7, patch_size=7, n_classes=1000, activation="relu"),
     "convmixer_1024_20_ks9_p14": dict(dim=1024, depth=20, kernel_size=9, patch_size=14, n_classes=1000),
 }
-
-
 
 
 def convmixer(name: str, **overrides) -> ConvMixer:

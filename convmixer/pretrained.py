@@ -11,7 +11,7 @@ Two public layouts exist, and both map one-to-one onto :class:`convmixer.model.C
 
 The library names them by meaning: ``patch_embed.proj``, ``patch_embed.norm``,
 ``layers.i.spatial.conv``, ``layers.i.spatial.norm``, ``layers.i.channel.conv``,
-``layers.i.channel.norm``, ``head``.  The mapping is one table, :data:`convmixer.layouts.MODULE_NAMES`;
+``layers.i.channel.norm``, ``head``.  The mapping is one table, :data:`MODULE_NAMES` (below);
 the architecture (h, d, k, p, classes) is read off the tensor shapes.  The activation cannot be:
 it is the named architecture's when the shapes are one of :data:`convmixer.model.ARCHITECTURES`
 (ReLU for 768/32), GELU otherwise, unless the caller says.
@@ -24,8 +24,59 @@ import re
 
 import torch
 
-from .layouts import module_names
 from .model import ARCHITECTURES, ConvMixer
+
+
+# -- one table: where each of the library's weights lives in the two outside layouts ---------------
+# The library names a module by what it does (layers.3.spatial.conv).  "official": the paper's
+# nn.Sequential (convmixer.reference.official_convmixer, and the released ImageNet checkpoints), named
+# by position: layer i is entry 3 + i and the head d + 5.  "timm": timm's ConvMixer, which groups them
+# as stem, blocks.i and head.  convmixer.reference (library -> official) and this module (official or
+# timm -> library) both rename through module_names, so there is one mapping to check.
+LAYOUTS = ("official", "timm")
+
+#: library module, its name in the official Sequential, its name in timm ({i}: layer index,
+#: {j} = 3 + i: the layer's position in the Sequential, {head} = d + 5: the head's position).
+MODULE_NAMES = (
+    ("patch_embed.proj", "0", "stem.0"),
+    ("patch_embed.norm", "2", "stem.2"),
+    ("layers.{i}.spatial.conv", "{j}.0.fn.0", "blocks.{i}.0.fn.0"),
+    ("layers.{i}.spatial.norm", "{j}.0.fn.2", "blocks.{i}.0.fn.2"),
+    ("layers.{i}.channel.conv", "{j}.1", "blocks.{i}.1"),
+    ("layers.{i}.channel.norm", "{j}.3", "blocks.{i}.3"),
+    ("head", "{head}", "head"),
+)
+
+
+def module_names(depth: int, layout: str) -> dict[str, str]:
+    """Library module name -> its name in ``layout`` ("official" or "timm"), for a depth-``depth`` ConvMixer.
+
+    >>> module_names(8, "official")["layers.0.spatial.conv"], module_names(8, "timm")["head"]
+    ('3.0.fn.0', 'head')
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    column = 1 + LAYOUTS.index(layout)
+    names = {}
+    for row in MODULE_NAMES:
+        for i in range(depth) if "{i}" in row[0] else [0]:
+            where = dict(i=i, j=3 + i, head=depth + 5)
+            names[row[0].format(**where)] = row[column].format(**where)
+    return names
+
+
+def rename_keys(keys, renames: dict[str, str]) -> dict[str, str]:
+    """Each state-dict key (``module.parameter``) -> the same parameter under its renamed module.
+
+    A key whose module ``renames`` does not name raises ``KeyError``, naming the key.
+    """
+    out = {}
+    for key in keys:
+        module, _, parameter = key.rpartition(".")
+        if module not in renames:
+            raise KeyError(f"{key!r} is not a ConvMixer state-dict key")
+        out[key] = f"{renames[module]}.{parameter}"
+    return out
 
 # Where a reader with internet gets the weights (the paper's README; timm's hub names).
 OFFICIAL_RELEASE = {

@@ -33,8 +33,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .layouts import module_names, rename_keys
 from .model import ChannelLayerNorm, ConvMixer, ConvMixerConfig
+from .pretrained import module_names, rename_keys
 
 
 class Residual(nn.Module):

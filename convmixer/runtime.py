@@ -70,11 +70,6 @@ def choose_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native_bf16(device) else "fp16"
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    return DTYPES[choose_precision(precision, device)]
-
-
 def use_fused_adamw(device: torch.device) -> bool:
     """Fused AdamW on CUDA: one kernel for all weights, and it takes the fp16 loss scale itself.
 
@@ -113,6 +108,10 @@ def keep_freed_memory() -> bool:
     the heap from shrinking: the second step reuses the first one's pages.  Measured here
     (book/08_performance): 1.7x faster fp32 steps for ConvMixer-256/8.  The price is that the
     process keeps its peak memory.  Returns False where there is no glibc.
+
+    It changes the whole process, so nothing calls it behind a caller's back: the command line
+    (``python -m convmixer.train``, whose process is the run's own) calls it on a CPU; a notebook or
+    script that wants the same calls it itself.
     """
     import ctypes
 

@@ -12,7 +12,9 @@
 labml's metric and config files are written under the run folder in every mode; only labml's
 screen and file writers are used, so nothing goes to the network.  labml's notebook display imports
 ``display`` from ``IPython.core.display``, which IPython 9 removed (it lives in ``IPython.display``
-since 7.14); :func:`patch_ipython` puts the name back before labml is imported.
+since 7.14).  Importing this module changes nothing outside it: labml is imported on first use
+(:func:`_labml`), and only then does :func:`patch_ipython` put those names back into IPython, in the
+process that is about to track a run.
 """
 from __future__ import annotations
 
@@ -35,11 +37,16 @@ def patch_ipython() -> None:
             setattr(core_display, name, getattr(public_display, name))
 
 
-patch_ipython()
 
-from labml import experiment, lab, monit, tracker  # noqa: E402  (after the patch, on purpose)
+def _labml():
+    """labml's ``experiment``, ``lab``, ``monit`` and ``tracker``, imported when a run first needs them,
+    after :func:`patch_ipython` (the one change this module makes to the process, and only here)."""
+    patch_ipython()
+    from labml import experiment, lab, monit, tracker
+    return experiment, lab, monit, tracker
 
-__all__ = ["start_run", "monit", "tracker", "display_mode", "Progress"]
+
+__all__ = ["start_run", "display_mode", "Progress"]
 MODES = ("terminal", "notebook", "plain", "off")
 
 
@@ -67,6 +74,7 @@ def start_run(name: str, log_dir: str | Path, config: dict | None = None, screen
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     with _quiet():
+        experiment, lab, _, _ = _labml()
         lab.configure({"path": str(log_dir.resolve()), "check_repo_dirty": False})
         experiment.create(name=name, writers={"screen", "file"} if screen else {"file"})
         if config:
@@ -172,10 +180,10 @@ class Progress:
         self._stepping = False
 
     def epochs(self, iterable):
-        return monit.loop(iterable) if self.mode == "terminal" else iterable
+        return _labml()[2].loop(iterable) if self.mode == "terminal" else iterable
 
     def steps(self, iterable):
-        return monit.enum("train", iterable) if self.mode == "terminal" else enumerate(iterable)
+        return _labml()[2].enum("train", iterable) if self.mode == "terminal" else enumerate(iterable)
 
     def step(self, epoch: int, epochs: int, step: int, n_steps: int, train_loss: float) -> None:
         """At a log point: in a notebook, the step line below the finished epochs is rewritten."""
@@ -188,7 +196,7 @@ class Progress:
         """Report ``record``; ``done_here`` epochs ran in this process (for the time left)."""
         if self.track:
             with contextlib.nullcontext() if self.mode == "terminal" else _quiet():
-                tracker.save(record["epoch"] - 1, {k: v for k, v in record.items() if k != "epoch"})
+                _labml()[3].save(record["epoch"] - 1, {k: v for k, v in record.items() if k != "epoch"})
         if self.mode in ("plain", "notebook"):
             elapsed = time.perf_counter() - self.t0
             left = elapsed / max(done_here, 1) * (epochs - record["epoch"])

@@ -6,10 +6,12 @@ a per-iteration piecewise-linear "one-cycle" learning rate; RandAugment(n=2, m=1
 horizontal flips; mixed precision.  ``TrainConfig()`` holds exactly that; the recipes of
 :data:`convmixer.config.RECIPES` (``--preset NAME``) add budgets that finish in minutes on a CPU.
 
-This file is the training loop (:meth:`Trainer.fit`, read top to bottom: batch, learning rate,
-forward, loss, backward, step, then at each epoch's end evaluation and checkpoint) and its command
-line.  The settings live in :mod:`convmixer.config`, the schedule in :mod:`convmixer.schedule`,
-evaluation and loading in :mod:`convmixer.evaluate`, device and processes in :mod:`convmixer.runtime`.
+This file is the training path, top to bottom: the learning-rate schedule (:func:`one_cycle_lr`),
+the run's data (:func:`build_loaders`), evaluation (:func:`evaluate`), then the loop
+(:meth:`Trainer.fit`: batch, learning rate, forward, loss, backward, step, then at each epoch's end
+evaluation and checkpoint) and its command line.  The settings live in :mod:`convmixer.config`,
+checkpoints and the resume rules in :mod:`convmixer.checkpoint`, device and processes in
+:mod:`convmixer.runtime`.
 
     python -m convmixer.train                       # the official recipe (wants a GPU)
     python -m convmixer.train --preset cpu          # ~6 minutes on a 2-core CPU
@@ -44,16 +46,106 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, CheckpointError, atomic_save, atomic_save_json, load_checkpoint
-from .config import TrainConfig, check_resume, parse_config, recipe_config
-from .evaluate import evaluate
-from .loaders import build_loaders
+from .checkpoint import FORMAT, CheckpointError, atomic_save, atomic_save_json, check_resume, load_checkpoint
+from .config import TrainConfig, parse_config, recipe_config
+from .data import BatchLoader, load_cifar10
 from .model import ConvMixer
 from .runtime import (DTYPES, Distributed, StopSignals, choose_precision, hardware_name, keep_freed_memory,
                       native_bf16, seed_everything, shutdown_distributed, use_fused_adamw)
-from .schedule import one_cycle_lr
 
-# Other helpers' tests still import these from here until the end of issue 12:
+
+# -- the learning-rate schedule -------------------------------------------------------------------
+# The trainer sets each step's learning rate from one_cycle_lr itself instead of wrapping it in
+# torch.optim.lr_scheduler.LambdaLR: a LambdaLR multiplies the optimizer's base rate by a factor, and
+# lr_max * (one_cycle_lr(...) / lr_max) differs from one_cycle_lr(...) in the last bit for about one step
+# in ten (tests/test_train.py checks this), so saved checkpoints and histories would no longer be
+# reproduced bit for bit; a scheduler would also add state to every checkpoint that the position in the
+# schedule (epoch, step) already determines.
+def one_cycle_lr(t: float, epochs: float, lr_max: float) -> float:
+    """The official piecewise-linear schedule at (fractional) epoch t.
+
+    lr rises linearly from 0 to lr_max over the first 2/5 of training, falls to lr_max/20 at
+    4/5, then to 0 at the end: np.interp(t, [0, 2E/5, 4E/5, E], [0, lr_max, lr_max/20, 0]).
+    Warm-up lets AdamW's moment estimates settle before large steps; the long decay anneals.
+    The trainer calls it after each step's batch with t = epoch + (step + 1) / steps_per_epoch.
+    """
+    points = [(0.0, 0.0), (0.4 * epochs, lr_max), (0.8 * epochs, lr_max / 20), (float(epochs), 0.0)]
+    t = min(max(t, 0.0), float(epochs))
+    for (t0, y0), (t1, y1) in zip(points, points[1:]):
+        if t <= t1:
+            return y0 + (y1 - y0) * (t - t0) / (t1 - t0) if t1 > t0 else y1
+    return 0.0
+
+
+# -- the run's data ---------------------------------------------------------------------------------
+def subset(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int):
+    """A seeded random subset of n examples (all of them when n is 0)."""
+    if n == 0 or n >= len(images):
+        return images, labels
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images[idx], labels[idx]
+
+
+def build_loaders(cfg: TrainConfig, device: torch.device, dist: Distributed):
+    """The run's (train, test) loaders: CIFAR-10 in memory on ``device``, or an ImageNet-layout folder.
+
+    Every process's CIFAR-10 loader yields the whole global batch (each process keeps its share, see
+    ``Trainer.shard_batches``); the folder loader's ``DistributedSampler`` gives each its own images.
+    """
+    if cfg.dataset == "imagefolder":  # TrainConfig has refused the crops and flips this loader cannot do
+        from .imagenet import imagefolder_loaders
+
+        train, test, classes = imagefolder_loaders(
+            cfg.data_root, cfg.batch_size, device=device, image_size=cfg.image_size, workers=cfg.workers,
+            seed=cfg.seed, ra_n=cfg.ra_n, ra_m=cfg.ra_m, erase_p=cfg.erase_p, scale_min=cfg.scale_min,
+            mixup=cfg.mixup, cutmix=cfg.cutmix, world=dist.world, rank=dist.rank, channels_last=cfg.channels_last)
+        if len(classes) != cfg.n_classes:
+            raise ValueError(f"{cfg.data_root} holds {len(classes)} classes; pass --n-classes {len(classes)}")
+    else:
+        root = cfg.data_root or None
+        with dist.main_first():  # one download and one cache file, by rank 0, on a first run
+            xtr, ytr = subset(*load_cifar10("train", root), cfg.train_subset, cfg.seed)
+            xte, yte = subset(*load_cifar10("test", root), cfg.test_subset, cfg.seed)
+        train = BatchLoader(xtr, ytr, cfg.batch_size, train=True, augment=cfg.augment(),
+                            device=device, seed=cfg.seed, channels_last=cfg.channels_last)
+        test = BatchLoader(xte, yte, max(cfg.batch_size, 500), train=False, device=device,
+                           channels_last=cfg.channels_last)
+    if len(train) == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set")
+    return train, test
+
+
+# -- evaluation ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, dtype: torch.dtype | None = None, dist: Distributed | None = None,
+             shard: bool = True) -> dict:
+    """Mean cross-entropy and accuracy of ``model`` over ``loader`` (eval mode), under autocast to ``dtype``.
+
+    Under data parallelism (``dist``) each process evaluates its share of every batch and the sums are
+    all-reduced, so every process returns the same numbers for the whole set.  ``shard=True`` when
+    every process's loader yields the whole batch (the in-memory CIFAR-10 loader: each keeps its
+    share); ``shard=False`` when it already yields only this process's share (the folder loader's
+    ``DistributedSampler``).
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=next(model.parameters()).device)
+    for x, y in loader:
+        if dist is not None and shard:
+            x, y = dist.shard(x), dist.shard(y)
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = model(x)
+        sums[0] += nn.functional.cross_entropy(out.float(), y, reduction="sum")
+        sums[1] += (out.argmax(1) == y).sum()
+        sums[2] += len(y)
+    if dist is not None:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    loss_sum, correct, n = sums.tolist()
+    return {"loss": loss_sum / n, "accuracy": correct / n}
+
+
+# -- the loop -----------------------------------------------------------------------------------------
 
 
 class NonFiniteLoss(RuntimeError):
@@ -115,6 +207,9 @@ class Trainer:
         self.progress_mode = progress  # None: chosen in fit() from where stdout goes (convmixer.track)
         self.out_dir = Path(cfg.out_dir)
         self.ckpt_path = self.out_dir / "last.pt"
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ValueError(f"--out-dir {cfg.out_dir} is a file, not a folder; choose a folder for the run "
+                             f"(it is created if missing)")
         if self.ckpt_path.exists() and not cfg.resume:
             raise FileExistsError(f"{self.ckpt_path} already exists; pass --resume to continue that run, "
                                   f"or choose another --out-dir (nothing was overwritten)")
@@ -123,8 +218,6 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.dist = Distributed()
         self.device = self.dist.device(cfg.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()
         self.dist.init(self.device)
         if cfg.batch_size % self.dist.world:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {self.dist.world} processes")
@@ -174,7 +267,7 @@ class Trainer:
                          self.out_dir / "config.json")
 
     def _resume(self) -> None:
-        """Continue from ``last.pt``: what may change is :func:`convmixer.config.check_resume`'s rule."""
+        """Continue from ``last.pt``: what may change is :func:`convmixer.checkpoint.check_resume`'s rule."""
         # Onto the CPU: load_state_dict moves weights and moments to the device, and leaves AdamW's
         # step counters where the optimizer keeps them (a GPU copy would be read back every step).
         # Under torchrun rank 0 reads the file and sends it to the others.
@@ -337,7 +430,13 @@ def train(cfg: TrainConfig | None = None, screen: bool = True, **overrides) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m convmixer.train``: this process is the run's own, so on a CPU it also tells glibc to
+    keep freed memory (:func:`convmixer.runtime.keep_freed_memory`: large activations would otherwise be
+    returned to the kernel and page-faulted back every step).  A notebook or a script that builds a
+    ``Trainer`` itself decides for its own process: calling ``keep_freed_memory()`` first does the same."""
     cfg = parse_config(argv)
+    if cfg.device in ("cpu", "auto") and not torch.cuda.is_available():
+        keep_freed_memory()
     try:
         trainer = Trainer(cfg)
         history = trainer.fit()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import ablation, patch_kernel, run_queue
-from convmixer.diagnostics import ABLATION_GRID, compare_variants, load_ablation, summarize_ablation, variant_name
+from convmixer.book.experiments import ABLATION_GRID, load_ablation, summarize_ablation, variant_name
+from convmixer.book.stats import compare_variants, holm
 from convmixer.train import parse_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,16 +165,32 @@ def test_compare_variants_is_welchs_t_test():
     assert c["t"] == pytest.approx(0.06 / se)
     dof = se ** 4 / ((1e-4 / 3) ** 2 / 2 + (4e-4 / 3) ** 2 / 2)       # Welch-Satterthwaite: 2.94
     assert c["dof"] == pytest.approx(dof)
-    assert c["critical_t"] == 4.303                                    # rounded down to 2 degrees of freedom
-    assert c["beyond_noise"] and c["separated"]
-    assert compare_variants(b, a)["t"] == pytest.approx(-c["t"])
+    assert 0.01 < c["p"] < 0.05 and c["beyond_noise"] and c["separated"]   # t = 4.65 on 2.94 dof
+    low, high = c["ci"]
+    assert low > 0 and (low + high) / 2 == pytest.approx(0.06)
+    flipped = compare_variants(b, a)
+    assert flipped["t"] == pytest.approx(-c["t"]) and flipped["p"] == pytest.approx(c["p"])
 
 
 def test_compare_variants_does_not_call_overlapping_seeds_a_difference():
     c = compare_variants(_row("a", [0.66, 0.67, 0.68]), _row("b", [0.655, 0.675, 0.665]))
-    assert not c["beyond_noise"] and not c["separated"]
-    # Equal spreads, 3 seeds a side: 4 degrees of freedom.
-    assert compare_variants(_row("a", [1.0, 2.0, 3.0]), _row("b", [2.0, 3.0, 4.0]))["critical_t"] == 2.776
+    assert not c["beyond_noise"] and not c["separated"] and c["p"] > 0.5
+    assert c["ci"][0] < 0 < c["ci"][1]
+    # Equal spreads, 3 seeds a side: 4 degrees of freedom, whose tabulated 97.5% t quantile is 2.776
+    c = compare_variants(_row("a", [1.0, 2.0, 3.0]), _row("b", [2.0, 3.0, 4.0]))
+    assert c["dof"] == pytest.approx(4)
+    assert c["ci"] == pytest.approx((-1 - 2.776 * c["standard_error"], -1 + 2.776 * c["standard_error"]), rel=1e-3)
+
+
+def test_holm_keeps_the_chance_of_any_false_difference_at_five_percent():
+    rows = holm([0.01, 0.02, 0.5])
+    # 0.01 < 0.05/3, then 0.02 < 0.05/2, then 0.5 > 0.05: two survive (Bonferroni, 0.05/3 each, keeps one)
+    assert [r["survives"] for r in rows] == [True, True, False]
+    assert [r["p_holm"] for r in rows] == pytest.approx([0.03, 0.04, 0.5])
+    # the adjusted p-values keep the order of the raw ones and never exceed 1
+    rows = holm([0.04, 0.01, 0.03, 0.5])
+    assert [r["p_holm"] for r in rows] == pytest.approx([0.09, 0.04, 0.09, 0.5])
+    assert [r["survives"] for r in rows] == [False, True, False, False]
 
 
 def test_compare_variants_needs_two_seeds_of_each():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from convmixer.augment import (Augment, augment_batch, batch_crop, batch_erase, batch_flip, batch_resized_crop,
                                resized_crop)
-from convmixer.normalize import MEAN
+from convmixer.data import MEAN
 from convmixer.randaugment import rand_augment
 
 
@@ -151,12 +151,12 @@ def test_erase_fills_with_the_colour_it_is_given():
 
 def test_flip_false_leaves_out_the_mirror_and_flip_true_uses_it():
     x = images(64)
-    no_flip = Augment(crop="none", flip=False)
+    no_flip = Augment(crop="none", flip=False, ra_n=0)
     assert torch.equal(augment_batch(x, no_flip, gen(), MEAN), x)  # nothing else to apply: the batch itself
-    flipped = augment_batch(x, Augment(crop="none", flip=True), gen(), MEAN)
+    flipped = augment_batch(x, Augment(crop="none", flip=True, ra_n=0), gen(), MEAN)
     mirrored = (flipped == x.flip(3)).flatten(1).all(1)
     assert 16 < int(mirrored.sum()) < 48  # about half the images mirrored
     # with a crop as well, flip=False still never mirrors: each image is a window of its own padded copy
-    cropped = augment_batch(x, Augment(crop="pad", padding=2, flip=False), gen(), MEAN)
+    cropped = augment_batch(x, Augment(crop="pad", padding=2, flip=False, ra_n=0), gen(), MEAN)
     assert torch.equal(cropped, batch_crop(x, 2, gen()))
-    assert not torch.equal(augment_batch(x, Augment(crop="pad", padding=2, flip=True), gen(), MEAN), cropped)
+    assert not torch.equal(augment_batch(x, Augment(crop="pad", padding=2, flip=True, ra_n=0), gen(), MEAN), cropped)

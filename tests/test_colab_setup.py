@@ -38,7 +38,7 @@ shell = InteractiveShell.instance()
 result = shell.run_cell(open(sys.argv[1]).read())
 result.raise_error()
 import convmixer, torch
-from convmixer.evaluate import load_model
+from convmixer.checkpoint import load_model
 model, ckpt = load_model("results/convmixer-cpu.pt")  # as chapters 6 and 7 load the shipped run
 print(json.dumps({"convmixer": convmixer.__file__, "torch": torch.__file__, "cwd": os.getcwd(),
                   "device": str(shell.user_ns["device"]), "exit_code": shell.user_ns.get("_exit_code"),

@@ -18,7 +18,7 @@ from convmixer.model import ConvMixer
 @pytest.mark.parametrize("h,d,k,p,n", [(256, 8, 5, 2, 10), (64, 3, 9, 7, 1000), (48, 2, 3, 4, 7)])
 def test_parameter_shares_match_the_model(h, d, k, p, n):
     parts = parameter_shares(h, d, k, p, n)
-    breakdown = parameter_breakdown(ConvMixer(h, d, k, p, n))
+    breakdown = parameter_breakdown(ConvMixer(dim=h, depth=d, kernel_size=k, patch_size=p, n_classes=n))
     assert list(parts) == list(PARAMETER_PARTS)
     assert parts == {("channel mixing" if key == "pointwise" else key): v for key, v in breakdown.items()}
     assert sum(parts.values()) == parameter_count(h, d, k, p, n)
@@ -68,7 +68,7 @@ def test_patch_size_rows_agree_with_a_built_model():
     rows = patch_size_rows(dim=16, depth=2, kernel_size=3, patch_sizes=(2, 4), image_size=16)
     assert [r["tokens"] for r in rows] == [64, 16]
     for r in rows:
-        model = ConvMixer(16, 2, 3, r["p"])
+        model = ConvMixer(dim=16, depth=2, kernel_size=3, patch_size=r["p"])
         assert r["params"] == model.num_parameters()
         assert r["embed_params"] == count_parameters(model.patch_embed.proj)
         assert r["total_macs"] == measured_macs(model.eval(), torch.zeros(1, 3, 16, 16))

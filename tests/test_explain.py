@@ -1,12 +1,12 @@
-"""convmixer.explain and the concept figures' images: patches, measured receptive fields, mosaics."""
+"""convmixer.book.receptive_fields and the concept figures' images: patches, measured receptive fields, mosaics."""
 import numpy as np
 import pytest
 import torch
 
-from convmixer.explain import gradient_extent, gradient_map, patchify, receptive_field
+from convmixer.book.receptive_fields import gradient_extent, gradient_map, patchify, receptive_field
 from convmixer.model import ConvMixer
-from convmixer.plot import tile_mosaic
-from convmixer.plot_concepts import patch_mosaic
+from convmixer.book.plots import tile_mosaic
+from convmixer.book.plots import patch_mosaic
 
 
 def test_gradient_map_leaves_the_model_as_it_was():

@@ -1,4 +1,4 @@
-"""convmixer.explorer and convmixer.explorers: figures whose every state is precomputed and switched without a kernel.
+"""convmixer.book.explorers and convmixer.book.explorers: figures whose every state is precomputed and switched without a kernel.
 
 The browser side (a slider moves, its figure and value label follow) is tested on the built site
 by tests/test_site.py; here: the HTML each explorer writes, its determinism, and the numbers drawn.
@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convmixer.explain import receptive_field
-from convmixer.explorer import Choice, Explorer, Slider, def_id, explorer, png_bytes, png_data_uri
-from convmixer.explorers import (DECADES, mixing_cost_explorer, parameter_share_explorer, patch_grid_explorer,
-                                 receptive_field_explorer, receptive_field_states)
+from convmixer.book.receptive_fields import receptive_field
+from convmixer.book.explorers import Choice, Explorer, Slider, def_id, explorer
+from convmixer.book.svg import png_bytes, png_data_uri
+from convmixer.book.explorers import (DECADES, mixing_cost_explorer, parameter_share_explorer, patch_grid_explorer, receptive_field_explorer, receptive_field_states)
 
 
 def _frames(html: str) -> dict[str, tuple[bool, str]]:

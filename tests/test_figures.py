@@ -2,7 +2,7 @@
 from pathlib import Path
 from xml.etree import ElementTree
 
-from convmixer.figures import ArchitectureFigure, architecture_svg, main
+from convmixer.book.figures import ArchitectureFigure, architecture_svg, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "book" / "figures" / "convmixer_architecture.svg"
@@ -42,5 +42,5 @@ def test_shipped_copy_is_current(tmp_path):
     out = tmp_path / "figure.svg"
     main([str(out)])
     assert out.read_text(encoding="utf-8") == SHIPPED.read_text(encoding="utf-8"), (
-        "book/figures/convmixer_architecture.svg is stale: run python -m convmixer.figures "
+        "book/figures/convmixer_architecture.svg is stale: run python -m convmixer.book.figures "
         "book/figures/convmixer_architecture.svg")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convmixer import ARCHITECTURES, ConvMixer, ConvMixerConfig, convmixer, parameter_count
-from convmixer.model import (RESIDUAL_NAMES, ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding,
+from convmixer.model import (RESIDUALS, ChannelLayerNorm, ChannelMixing, ConvMixerLayer, PatchEmbedding,
                              SpatialMixing)
 from convmixer.costs import multiply_accumulates, parameter_breakdown
 from convmixer.reference import (
@@ -134,10 +134,10 @@ def test_tweetable_matches_official():
 def test_mapping_rejects_wrong_depth_and_non_paper_models():
     official = official_convmixer(16, 3, 5, 2, 10)
     with pytest.raises(KeyError, match="unexpected"):
-        load_official_state_dict(ConvMixer(16, 2, 5, 2), official.state_dict())
-    for bad in (dict(norm="layer"), dict(residual="both"), dict(in_channels=1)):
+        load_official_state_dict(ConvMixer(dim=16, depth=2, kernel_size=5, patch_size=2), official.state_dict())
+    for bad in (dict(norm="layer"), dict(residual="none"), dict(in_channels=1)):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            to_official_state_dict(ConvMixer(16, 2, 5, 2, **bad))
+            to_official_state_dict(ConvMixer(dim=16, depth=2, kernel_size=5, patch_size=2, **bad))
 
 
 # --- Parameter and compute accounting --------------------------------------------------------
@@ -166,7 +166,7 @@ def test_parameter_count_random_configs():
         cfg = dict(dim=rng.randint(1, 64), depth=rng.randint(0 + 1, 6), kernel_size=rng.choice([1, 3, 5, 7, 9]),
                    patch_size=rng.randint(1, 16), n_classes=rng.randint(1, 100), in_channels=rng.randint(1, 4))
         for norm in ("batch", "layer"):
-            for residual in RESIDUAL_NAMES:
+            for residual in RESIDUALS:
                 with torch.device("meta"):
                     model = ConvMixer(**cfg, norm=norm, residual=residual)
                 assert parameter_count(**cfg) == model.num_parameters(), (cfg, norm, residual)
@@ -174,7 +174,7 @@ def test_parameter_count_random_configs():
 
 def test_parameter_breakdown_parts():
     h, d, k, p, n = 32, 3, 5, 4, 7
-    parts = parameter_breakdown(ConvMixer(h, d, k, p, n))
+    parts = parameter_breakdown(ConvMixer(dim=h, depth=d, kernel_size=k, patch_size=p, n_classes=n))
     assert parts == {"patch embedding": 3 * p * p * h + h, "depthwise": d * (h * k * k + h),
                      "pointwise": d * (h * h + h), "norms": (1 + 2 * d) * 2 * h, "head": h * n + n}
 
@@ -193,7 +193,7 @@ def test_multiply_accumulates_matches_flop_counter():
 
 def test_layers_initialised_independently():
     torch.manual_seed(0)
-    model = ConvMixer(32, 3, 5, 2)
+    model = ConvMixer(dim=32, depth=3, kernel_size=5, patch_size=2)
     l0, l1 = model.layers[0], model.layers[1]
     assert not torch.equal(l0.spatial.conv.weight, l1.spatial.conv.weight)
     assert not torch.equal(l0.channel.conv.weight, l1.channel.conv.weight)
@@ -201,31 +201,6 @@ def test_layers_initialised_independently():
 
 
 # --- The building blocks do what their docstrings say ------------------------------------------
-
-def test_residual_options_match_their_definitions():
-    torch.manual_seed(0)
-    z = torch.randn(2, 8, 6, 5)
-    for residual in RESIDUAL_NAMES:
-        layer = ConvMixerLayer(8, 3, residual=residual).eval()
-        randomise_norms(layer)
-        S, C = layer.spatial, layer.channel
-        expected = {
-            "spatial": C(S(z) + z),
-            "channel": S(z) + C(S(z)),
-            "two_skips": (S(z) + z) + C(S(z) + z),
-            "whole_layer": C(S(z)) + z,
-            "both": C(S(z)) + z,  # the legacy name of whole_layer
-            "none": C(S(z)),
-        }[residual]
-        with torch.no_grad():
-            torch.testing.assert_close(layer(z), expected, rtol=0, atol=0)
-    # ...and the five placements are genuinely different functions
-    outs = []
-    for residual in ("spatial", "channel", "two_skips", "whole_layer", "none"):
-        torch.manual_seed(1)
-        outs.append(ConvMixerLayer(8, 3, residual=residual).eval()(z))
-    assert all(not torch.allclose(a, b) for i, a in enumerate(outs) for b in outs[i + 1:])
-
 
 def test_sub_modules_are_conv_act_norm():
     torch.manual_seed(0)
@@ -278,7 +253,7 @@ def test_channel_layernorm_equals_nn_layernorm_channels_last():
 
 def test_layer_norm_model_same_in_train_and_eval():
     torch.manual_seed(0)
-    model = ConvMixer(16, 2, 3, 2, norm="layer")
+    model = ConvMixer(dim=16, depth=2, kernel_size=3, patch_size=2, norm="layer")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
@@ -287,7 +262,7 @@ def test_layer_norm_model_same_in_train_and_eval():
 
 @pytest.mark.parametrize("activation,cls", [("gelu", nn.GELU), ("relu", nn.ReLU)])
 def test_activation_option(activation, cls):
-    model = ConvMixer(16, 2, 3, 2, activation=activation)
+    model = ConvMixer(dim=16, depth=2, kernel_size=3, patch_size=2, activation=activation)
     acts = [m for m in model.modules() if isinstance(m, (nn.GELU, nn.ReLU))]
     assert len(acts) == 1 + 2 * 2 and all(type(m) is cls for m in acts)
     assert all(type(m) is nn.ReLU for m in convmixer("convmixer_768_32", dim=8, depth=1).modules()
@@ -323,7 +298,7 @@ def test_unknown_architecture_raises():
 
 
 def test_wrong_input_channels_raises():
-    model = ConvMixer(16, 1, 3, 2)
+    model = ConvMixer(dim=16, depth=1, kernel_size=3, patch_size=2)
     with pytest.raises(ValueError, match=re.escape("expected 3 input channels")):
         model(torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match="permute"):  # channels-last images get a hint
@@ -333,11 +308,11 @@ def test_wrong_input_channels_raises():
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 1, 3, 32, 32), (32,)])
 def test_non_4d_input_raises(shape):
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        ConvMixer(16, 1, 3, 2)(torch.zeros(shape))
+        ConvMixer(dim=16, depth=1, kernel_size=3, patch_size=2)(torch.zeros(shape))
 
 
 def test_image_smaller_than_a_patch_raises():
-    model = ConvMixer(16, 1, 3, patch_size=7)
+    model = ConvMixer(dim=16, depth=1, kernel_size=3, patch_size=7)
     with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
         model(torch.zeros(1, 3, 6, 32))
     with pytest.raises(ValueError, match="smaller than one 7x7 patch"):
@@ -357,7 +332,7 @@ def test_output_shapes(H, W, p):
 
 
 def test_in_channels_option():
-    model = ConvMixer(8, 1, 3, 4, in_channels=1).eval()
+    model = ConvMixer(dim=8, depth=1, kernel_size=3, patch_size=4, in_channels=1).eval()
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
@@ -396,7 +371,7 @@ def test_forward_intermediates_keep_the_autograd_history():
 
 
 def test_layout_table_names_every_weight_once_and_refuses_strangers():
-    from convmixer.layouts import module_names, rename_keys
+    from convmixer.pretrained import module_names, rename_keys
 
     model = ConvMixer(dim=8, depth=11, kernel_size=3, patch_size=2)  # layers 1 and 10: no prefix confusion
     for layout in ("official", "timm"):

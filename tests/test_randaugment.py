@@ -181,7 +181,7 @@ def test_arguments_are_checked():
 
 def test_augment_batch_uses_it():
     from convmixer.augment import Augment, augment_batch
-    from convmixer.normalize import MEAN
+    from convmixer.data import MEAN
 
     x = smooth_images(8, 32, 32)
     aug = Augment(flip=False, ra_n=2, ra_m=9)

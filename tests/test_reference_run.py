@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from convmixer.batch_loader import BatchLoader
+from convmixer.data import BatchLoader
 from convmixer.data import load_cifar10
-from convmixer.evaluate import evaluate, load_model
+from convmixer.train import evaluate
+from convmixer.checkpoint import load_model
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
 
@@ -56,7 +57,7 @@ def test_shipped_paper_checkpoint_reproduces_its_float32_accuracy(cifar_root, st
     assert (ckpt["model_config"]["dim"], ckpt["model_config"]["depth"], ckpt["model_config"]["kernel_size"],
             ckpt["model_config"]["patch_size"]) == (256, 8, 5, 2)
     # the named preset is exactly the shipped run's recipe (settings that change the result)
-    from convmixer.config import RUNTIME_FIELDS
+    from convmixer.checkpoint import RUNTIME_FIELDS
 
     preset = dataclasses.asdict(recipe_config("cpu-paper"))
     assert {k: v for k, v in ckpt["train_config"].items() if k not in RUNTIME_FIELDS} == \
@@ -88,7 +89,8 @@ def test_shipped_run_configs_still_build_a_config_that_may_resume_them(stem):
     import dataclasses
 
     from convmixer.checkpoint import CheckpointError, load_checkpoint
-    from convmixer.config import TrainConfig, check_resume
+    from convmixer.config import TrainConfig
+    from convmixer.checkpoint import check_resume
 
     ckpt = load_checkpoint(RESULTS / f"{stem}.pt")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -23,7 +23,7 @@ from convmixer import ConvMixer
 from convmixer.checkpoint import (FORMAT, CheckpointError, atomic_save, atomic_save_json, check_architecture,
                                   load_checkpoint)
 from convmixer.config import recipe_config
-from convmixer.evaluate import export_model, load_model
+from convmixer.checkpoint import export_model, load_model
 from convmixer.train import NonFiniteLoss, Trainer, main
 
 from conftest import N_TEST, N_TRAIN  # the size of the synthetic data_root fixture

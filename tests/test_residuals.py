@@ -1,4 +1,4 @@
-"""The five residual placements, the legacy name "both", and the ablation's diagnostics (issue 16)."""
+"""The five residual placements, and the ablation's results read back (issue 16)."""
 from __future__ import annotations
 
 import json
@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from convmixer import ConvMixer, ConvMixerConfig, parameter_count
-from convmixer.diagnostics import (ABLATION_GRID, VARIANTS, ablation_architecture, init_gradient_table,
-                                   load_ablation, measure_init, rank_correlation, rank_correlation_p,
-                                   summarize_ablation, summarize_init, variant_name)
-from convmixer.model import (LEGACY_RESIDUALS, NORMS, RESIDUAL_NAMES, RESIDUALS, ConvMixerLayer,
-                             canonical_residual)
+from convmixer.book.experiments import (ABLATION_GRID, ablation_architecture, init_gradient_table, load_ablation,
+                                        measure_init, summarize_ablation, summarize_init, variant_name)
+from convmixer.book.stats import rank_correlation, rank_correlation_p
+from convmixer.model import NORMS, RESIDUALS, ConvMixerLayer
 from convmixer.reference import randomise_norms
 
 RESULTS = Path(__file__).resolve().parents[1] / "book" / "results"
@@ -28,13 +27,11 @@ BY_HAND = {
 }
 
 
-def test_the_five_placements_and_the_legacy_name():
+def test_the_five_placements_and_nothing_else():
     assert RESIDUALS == ("spatial", "channel", "two_skips", "whole_layer", "none")
-    assert LEGACY_RESIDUALS == {"both": "whole_layer"}
-    assert set(RESIDUAL_NAMES) == set(RESIDUALS) | {"both"}
-    assert [canonical_residual(r) for r in RESIDUAL_NAMES] == [*RESIDUALS, "whole_layer"]
-    with pytest.raises(ValueError, match="residual"):
-        canonical_residual("around")
+    for bad in ("both", "around"):
+        with pytest.raises(ValueError, match="residual must be one of"):
+            ConvMixer(dim=8, depth=1, kernel_size=3, patch_size=2, residual=bad)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -64,7 +61,7 @@ def test_placements_are_different_functions_of_the_same_weights(norm):
             assert (outs[a] - outs[b]).abs().max() > 1e-3, (a, b)
 
 
-@pytest.mark.parametrize("residual", RESIDUAL_NAMES)
+@pytest.mark.parametrize("residual", RESIDUALS)
 def test_shapes_and_parameter_counts_do_not_depend_on_the_placement(residual):
     torch.manual_seed(0)
     for norm in NORMS:
@@ -78,40 +75,8 @@ def test_shapes_and_parameter_counts_do_not_depend_on_the_placement(residual):
                {k: v.shape for k, v in spatial.state_dict().items()}
 
 
-def test_legacy_both_is_the_skip_around_the_whole_layer():
-    z = torch.randn(2, 3, 16, 16)
-    torch.manual_seed(0)
-    both = ConvMixer(dim=16, depth=3, kernel_size=3, patch_size=2, residual="both").eval()
-    torch.manual_seed(0)
-    whole = ConvMixer(dim=16, depth=3, kernel_size=3, patch_size=2, residual="whole_layer").eval()
-    with torch.no_grad():
-        assert torch.equal(both(z), whole(z))
-    # the config keeps the name it was given (so a stored "both" compares equal to itself) ...
-    assert both.config.residual == "both" and both.config.to_dict()["residual"] == "both"
-    assert ConvMixer(**both.config.to_dict()).config == both.config
-    # ... and says which placement it is under the current name
-    assert both.config.placement == "whole_layer" == whole.config.placement
-    assert all(layer.residual == "whole_layer" for layer in both.layers)
-
-
-def test_the_first_ablations_stored_configs_load_as_trained():
-    folders = sorted((RESULTS / "ablation").glob("*-seed*"))
-    assert len(folders) == 12
-    torch.manual_seed(0)
-    z = torch.randn(2, 128, 8, 8)
-    for folder in folders:
-        config = json.loads((folder / "config.json").read_text())["model"]
-        model = ConvMixer(**config).eval()
-        assert model.config.to_dict() == config  # nothing renamed on the way in
-        expected = {"both": "whole_layer", "spatial": "spatial", "none": "none"}[config["residual"]]
-        layer = model.layers[0]
-        assert layer.residual == expected
-        with torch.no_grad():
-            torch.testing.assert_close(layer(z), BY_HAND[expected](layer.spatial, layer.channel, z), rtol=0, atol=0)
-
-
 def test_the_shipped_checkpoint_loads_as_the_papers_placement():
-    from convmixer.evaluate import load_model
+    from convmixer.checkpoint import load_model
 
     model, ckpt = load_model(RESULTS / "convmixer-cpu.pt")
     assert ckpt["model_config"]["residual"] == "spatial"
@@ -122,12 +87,12 @@ def test_the_shipped_checkpoint_loads_as_the_papers_placement():
         torch.testing.assert_close(layer(x), layer.channel(layer.spatial(x) + x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("residual", RESIDUAL_NAMES)
+@pytest.mark.parametrize("residual", RESIDUALS)
 def test_command_line_accepts_every_placement(residual):
     from convmixer.train import parse_config
 
     cfg = parse_config(["--preset", "tiny", "--residual", residual])
-    assert cfg.residual == residual and cfg.model_config().placement == canonical_residual(residual)
+    assert cfg.residual == residual == cfg.model_config().residual
 
 
 def test_command_line_rejects_an_unknown_placement(capsys):
@@ -139,19 +104,6 @@ def test_command_line_rejects_an_unknown_placement(capsys):
     assert "two_skips" in capsys.readouterr().err
 
 
-def test_a_run_stored_as_both_resumes_with_both(cifar_root, tmp_path):
-    """A checkpoint that says "both" (as the first ablation's did) resumes with the same flag."""
-    from convmixer.checkpoint import load_checkpoint
-    from convmixer.config import recipe_config
-    from convmixer.train import train
-
-    cfg = recipe_config("tiny", residual="both", train_subset=128, test_subset=64, epochs=1, out_dir=str(tmp_path))
-    train(cfg, screen=False)
-    assert load_checkpoint(tmp_path / "last.pt")["model_config"]["residual"] == "both"
-    history = train(cfg, screen=False, epochs=2, resume=True)
-    assert [h["epoch"] for h in history] == [1, 2]
-
-
 # --- diagnostics --------------------------------------------------------------------------------
 
 def test_ablation_grid_and_names():
@@ -161,19 +113,16 @@ def test_ablation_grid_and_names():
     assert [v for v in ABLATION_GRID if v[2] != "gelu"] == [("spatial", "batch", "relu")]
     names = [variant_name(*v) for v in ABLATION_GRID]
     assert len(set(names)) == 11 and "spatial-batch-relu" in names and "whole_layer-layer" in names
-    # the first ablation's names are unchanged
-    assert [variant_name(*v) for v in VARIANTS] == ["spatial-batch", "spatial-layer", "both-batch", "both-layer",
-                                                   "none-batch", "none-layer"]
 
 
-def test_load_ablation_reads_the_first_ablation_unchanged():
-    runs = load_ablation(RESULTS / "ablation")
-    assert len(runs) == 12
-    assert [r["variant"] for r in runs][::2] == [variant_name(*v) for v in VARIANTS]
-    assert {r["placement"] for r in runs if r["residual"] == "both"} == {"whole_layer"}
+def test_load_ablation_reads_the_shipped_grid():
+    runs = load_ablation(RESULTS / "ablation" / "grid")
+    assert len(runs) == 33
+    assert [r["variant"] for r in runs][::3] == [variant_name(*v) for v in ABLATION_GRID]
     assert all(r["name"] == f"{r['variant']}-seed{r['seed']}" for r in runs)
     rows = summarize_ablation(runs)
-    assert [row["variant"] for row in rows] == [variant_name(*v) for v in VARIANTS]
+    assert [row["variant"] for row in rows] == [variant_name(*v) for v in ABLATION_GRID]
+    assert all(row["seeds"] == [0, 1, 2] for row in rows)
     assert ablation_architecture(runs) == dict(dim=128, depth=8, kernel_size=5, patch_size=4, n_classes=10,
                                                in_channels=3)
 
@@ -235,7 +184,7 @@ def test_init_gradient_table(one_thread):
     for name in ("channel-batch", "two_skips-batch", "whole_layer-batch"):
         assert by[name]["rms_last"] > 1.2
     # the numbers are those of init_statistics on the same models
-    from convmixer.diagnostics import init_statistics
+    from convmixer.book.experiments import init_statistics
 
     growths = []
     for seed in (0, 1):

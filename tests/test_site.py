@@ -561,7 +561,7 @@ def _notebook(doc: str) -> dict:
 
 
 def _listing_outputs(doc: str) -> int:
-    """Outputs of ``convmixer.listing.show_source`` in a chapter (a fenced python block as Markdown)."""
+    """Outputs of ``convmixer.book.listing.show_source`` in a chapter (a fenced python block as Markdown)."""
     return sum("```python" in "".join(out.get("data", {}).get("text/markdown", ""))
                for cell in _notebook(doc)["cells"] for out in cell.get("outputs", []))
 
@@ -604,7 +604,7 @@ def test_source_listings_and_solutions_render(site):
 
 
 def test_chapters_have_interactive_figures(site):
-    """At least six controls across the chapters drive figures with no kernel (convmixer.explorer)."""
+    """At least six controls across the chapters drive figures with no kernel (convmixer.book.explorers)."""
     controls = {}
     for doc in chapter_docs():
         article = _soups()[f"{doc}.html"].select_one("article.bd-article")

@@ -1,7 +1,7 @@
-"""convmixer.tables: the one text-table printer of the chapters and the benchmarks."""
+"""convmixer.book.tables: the one text-table printer of the chapters and the benchmarks."""
 import pytest
 
-from convmixer.tables import format_table, human, text_table
+from convmixer.book.tables import format_table, human, text_table
 
 
 def test_right_aligned_table():

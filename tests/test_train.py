@@ -10,8 +10,8 @@ import torch
 
 from convmixer.checkpoint import CheckpointError, load_checkpoint
 from convmixer.config import RECIPES, TrainConfig, parse_config, recipe_config
-from convmixer.evaluate import load_model
-from convmixer.schedule import one_cycle_lr
+from convmixer.checkpoint import load_model
+from convmixer.train import one_cycle_lr
 from convmixer.train import Trainer
 
 
@@ -82,7 +82,7 @@ def test_no_flip_turns_the_flips_off(cifar_root, tmp_path):
 
 
 def test_one_cycle_lr_is_not_a_lambda_lr():
-    """Why the trainer sets the rate itself (convmixer.schedule): LambdaLR's base rate times a factor
+    """Why the trainer sets the rate itself (convmixer.train): LambdaLR's base rate times a factor
     differs from one_cycle_lr in the last bit on some steps, so it would not reproduce earlier runs."""
     epochs, lr_max, steps = 8, 0.01, 390  # the cpu-paper run
     rate = lambda k: one_cycle_lr(k // steps + (k % steps + 1) / steps, epochs, lr_max)  # noqa: E731
@@ -98,7 +98,7 @@ def test_one_cycle_lr_is_not_a_lambda_lr():
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "imagefolder", "--data-root", "x"], "--dataset imagefolder always crops with RandomResizedCrop"),
-    (["--preset", "imagenet", "--data-root", "x", "--crop", "pad"], "got --crop pad; pass --crop resized"),
+    (["--preset", "imagenet", "--data-root", "x", "--crop", "pad"], "got crop='pad'; pass --crop resized"),
     (["--preset", "imagenet", "--data-root", "x", "--no-flip"], "always flips images horizontally"),
 ])
 def test_imagefolder_rejects_augmentation_it_cannot_apply(args, message, capsys):

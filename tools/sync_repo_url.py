@@ -45,13 +45,14 @@ REPO_ADDRESS = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+")
 COLAB_HOME = "/content"
 SETUP_TEMPLATE = '''\
 # Setup: runs unchanged locally and on Colab. On Colab it clones the book's repository (the
-# library, and the saved results the chapters load), installs the library from the clone
-# (Colab's own torch already satisfies the requirement and is left alone) and works in book/.
+# library, and the saved results the chapters load), installs the library with the book's helpers
+# from the clone (Colab's own torch already satisfies the requirement and is left alone) and works
+# in book/.
 import os, sys
 if "google.colab" in sys.modules:
     if not os.path.isdir("{home}/{name}"):
         !git clone -q --depth 1 --branch {branch} {url} {home}/{name}
-        %pip install -q {home}/{name}
+        %pip install -q "{home}/{name}[book]"
     os.chdir("{home}/{name}/book")
 import torch
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")'''

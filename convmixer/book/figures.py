@@ -8,14 +8,16 @@ linear head, with the tensor shape on every arrow.  The shapes come from the con
 The picture reads on light and dark pages alike: it has no background, its boxes are filled
 with fixed pastel colours and carry dark text, and everything drawn on the page itself (arrows,
 shapes, captions) is a neutral mid grey.  :class:`ArchitectureFigure` wraps the SVG for
-Jupyter (``_repr_svg_``), and ``python -m convmixer.figures PATH`` writes it to a file, which
-is how the book's landing page gets its copy (a test checks that copy is up to date).
+Jupyter (``_repr_svg_``), and ``python -m convmixer.book.figures PATH`` writes it to a file, which
+is how the book's landing page gets its copy (a test checks that copy is up to date).  It is drawn
+with :mod:`convmixer.book.svg`'s writer, like every other figure of the book.
 """
 from __future__ import annotations
 
 import sys
-from html import escape
 from pathlib import Path
+
+from .svg import line, rect, text
 
 __all__ = ["architecture_svg", "ArchitectureFigure", "main"]
 
@@ -28,13 +30,11 @@ MONO = "font-family=\"DejaVu Sans Mono, Menlo, Consolas, monospace\""
 
 def _text(x, y, s, size=13, color=INK, anchor="middle", weight="normal", mono=False):
     family = MONO if mono else FONT
-    return (f'<text x="{x:g}" y="{y:g}" {family} font-size="{size}" fill="{color}" '
-            f'text-anchor="{anchor}" font-weight="{weight}">{escape(s)}</text>')
+    return text(x, y, s, anchor, extra=f'{family} font-size="{size}" fill="{color}" font-weight="{weight}"')
 
 
 def _box(x, y, w, h, fill, lines, title=None):
-    parts = [f'<rect x="{x:g}" y="{y:g}" width="{w:g}" height="{h:g}" rx="8" fill="{fill}" '
-             f'stroke="{GREY}" stroke-width="1.2"/>']
+    parts = [rect(x, y, w, h, fill, extra=f'rx="8" stroke="{GREY}" stroke-width="1.2"')]
     rows = ([(title, 13.5, "bold")] if title else []) + [(s, 12, "normal") for s in lines]
     top = y + h / 2 - 8 * (len(rows) - 1) + 4
     for i, (s, size, weight) in enumerate(rows):
@@ -43,8 +43,7 @@ def _box(x, y, w, h, fill, lines, title=None):
 
 
 def _arrow(x1, y1, x2, y2):
-    return (f'<line x1="{x1:g}" y1="{y1:g}" x2="{x2:g}" y2="{y2:g}" stroke="{GREY}" stroke-width="1.6" '
-            f'marker-end="url(#arrow)"/>')
+    return line(x1, y1, x2, y2, cls="", stroke=GREY, extra='stroke-width="1.6" marker-end="url(#arrow)"')
 
 
 def architecture_svg(dim: int = 256, depth: int = 8, kernel_size: int = 5, patch_size: int = 2,
@@ -70,8 +69,7 @@ def architecture_svg(dim: int = 256, depth: int = 8, kernel_size: int = 5, patch
 
     # The input image: three stacked squares, one per channel.
     for i, dx in enumerate((12, 6, 0)):
-        out.append(f'<rect x="{10 + dx:g}" y="{mid - 36 - dx:g}" width="60" height="60" rx="3" '
-                   f'fill="{FILL["image"]}" stroke="{GREY}" stroke-width="1.2"/>')
+        out.append(rect(10 + dx, mid - 36 - dx, 60, 60, FILL["image"], extra=f'rx="3" stroke="{GREY}" stroke-width="1.2"'))
     out.append(_text(40, mid, "image", size=12))
     out.append(_text(46, mid + 52, f"{batch}×{in_channels}×{image_size}×{image_size}", size=11.5, color=GREY, mono=True))
     out.append(_arrow(86, mid, 112, mid))
@@ -85,8 +83,7 @@ def architecture_svg(dim: int = 256, depth: int = 8, kernel_size: int = 5, patch
 
     # The repeated layer: a dashed frame around depthwise (+ residual) and pointwise.
     fx, fw = 356, 380
-    out.append(f'<rect x="{fx}" y="{mid - 95}" width="{fw}" height="178" rx="12" fill="none" '
-               f'stroke="{GREY}" stroke-width="1.4" stroke-dasharray="6 4"/>')
+    out.append(rect(fx, mid - 95, fw, 178, extra=f'rx="12" stroke="{GREY}" stroke-width="1.4" stroke-dasharray="6 4"'))
     out.append(_text(fx + 10, mid - 78, "ConvMixer layer", size=12.5, color=GREY, anchor="start", weight="bold"))
     out.append(_text(fx + fw - 10, mid - 78, f"× d = {d}", size=15, color=GREY, anchor="end", weight="bold"))
     out.append(_text(fx + fw / 2, mid + 76, f"every layer keeps the shape {grid}", size=11, color=GREY))
@@ -139,10 +136,10 @@ class ArchitectureFigure:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m convmixer.figures PATH``: write the ConvMixer-256/8 figure to PATH."""
+    """``python -m convmixer.book.figures PATH``: write the ConvMixer-256/8 figure to PATH."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        raise SystemExit("usage: python -m convmixer.figures PATH")
+        raise SystemExit("usage: python -m convmixer.book.figures PATH")
     Path(argv[0]).write_text(architecture_svg(), encoding="utf-8")
 
 

@@ -12,8 +12,8 @@ Chapter 2 (spatial mixing)::
     gradient_extent     the receptive field, measured from the gradient of one output token
     layers_to_global    how many layers until every token sees the whole image
 
-What each piece costs is :mod:`convmixer.costs`; the figures drawn from these are
-:mod:`convmixer.plot_concepts` (matplotlib) and :mod:`convmixer.explorers` (movable figures).
+What each piece costs is :mod:`convmixer.costs`; the figures drawn from these are in
+:mod:`convmixer.book.plots` (matplotlib) and :mod:`convmixer.book.explorers` (movable figures).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .model import ConvMixer
+from ..model import ConvMixer
 
 
 # --------------------------------------------------------------------------- patches
