@@ -12,6 +12,8 @@ import torch
 
 from convmixer.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # torchrun processes: the README's test command runs it
+
 # Only rank 1 is asked to stop (SIGTERM after its third step); rank 0 never gets a signal.
 STOP_ONE_RANK = r'''
 import os, signal, sys

@@ -101,6 +101,7 @@ def test_mixed_precision_runs_and_is_stored(precision, channels_last, data_root,
     assert x.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
+@pytest.mark.slow  # torch.compile's first compilation: about 20 s on two cores
 def test_compiled_model_trains(data_root, tmp_path, monkeypatch):
     # a private compile cache: a shared /tmp/torchinductor_<user> may hold another process's half-written files
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))

@@ -214,22 +214,35 @@ def test_sub_modules_are_conv_act_norm():
     torch.testing.assert_close(pe(img), pe.norm(F.gelu(F.conv2d(img, pe.proj.weight, pe.proj.bias, stride=4))))
 
 
-def test_channel_mixing_is_a_linear_layer_per_token():
+@pytest.mark.parametrize("norm", ["batch", "layer"])
+def test_channel_mixing_never_mixes_positions(norm):
+    """C (conv, activation, norm in eval mode) maps each token on its own: change one token's input and
+    only that token's output changes, whichever norm follows."""
     torch.manual_seed(0)
-    c = ChannelMixing(8)
+    c = randomise_norms(ChannelMixing(8, norm=norm)).eval()
     x = torch.randn(2, 8, 5, 7)
-    tokens = x.permute(0, 2, 3, 1).reshape(-1, 8)  # (N H W, h)
-    y = F.linear(tokens, c.conv.weight.reshape(8, 8), c.conv.bias)
-    torch.testing.assert_close(c.conv(x).permute(0, 2, 3, 1).reshape(-1, 8), y)
+    x2 = x.clone()
+    x2[:, :, 2, 3] += torch.randn(2, 8)
+    with torch.no_grad():
+        changed = (c(x2) - c(x)).abs().sum(1) > 0        # (N, H, W): which tokens moved
+    expected = torch.zeros_like(changed)
+    expected[:, 2, 3] = True
+    assert torch.equal(changed, expected)
 
 
-def test_depthwise_mixes_no_channels():
-    s = SpatialMixing(4, 3)
-    x = torch.zeros(1, 4, 7, 7)
-    x[0, 1, 3, 3] = 1.0
-    y = s.conv(x) - s.conv(torch.zeros_like(x))
-    assert y[0, 1].abs().sum() > 0
-    assert y[0, [0, 2, 3]].abs().sum() == 0
+def test_spatial_mixing_never_mixes_channels():
+    """S (depthwise conv, activation, BatchNorm in eval mode) keeps channels apart: change one channel of
+    the input and only that channel of the output changes, within k // 2 tokens of the change."""
+    torch.manual_seed(0)
+    s = randomise_norms(SpatialMixing(4, 3)).eval()
+    x = torch.randn(1, 4, 7, 7)
+    x2 = x.clone()
+    x2[0, 1, 3, 3] += 1.0
+    with torch.no_grad():
+        diff = (s(x2) - s(x)).abs()
+    assert diff[0, 1].sum() > 0 and diff[0, [0, 2, 3]].sum() == 0
+    rows, cols = diff[0, 1].nonzero(as_tuple=True)
+    assert rows.min() >= 2 and rows.max() <= 4 and cols.min() >= 2 and cols.max() <= 4   # a 3 x 3 neighbourhood
 
 
 def test_channel_layernorm_equals_nn_layernorm_channels_last():

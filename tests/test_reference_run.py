@@ -42,6 +42,7 @@ def test_shipped_files_hold_no_paths_of_the_machine_that_made_them():
     assert not absolute.findall(repr(ckpt["train_config"]).replace("'", '"'))
 
 
+@pytest.mark.slow  # all 10,000 test images through ConvMixer-256/8: over a minute on two cores
 @pytest.mark.parametrize("stem", ["convmixer-paper"])
 def test_shipped_paper_checkpoint_reproduces_its_float32_accuracy(cifar_root, stem):
     """The official script's model, trained with the cpu-paper preset (bf16 autocast), evaluated as readers load it:

@@ -39,6 +39,8 @@ from urllib.parse import unquote, urljoin, urlparse
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # the built site in headless Chromium: the README's test command runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
 HTML = BUILD / "html"
