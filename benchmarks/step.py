@@ -13,9 +13,10 @@ Why the allocator matters: at batch 128 a 256 x 16 x 16 fp32 activation is exact
 is glibc's largest mmap threshold, so glibc returns every such tensor to the kernel when it is
 freed and the next step page-faults all of it in again (``minor_faults_per_step``).  jemalloc
 and tcmalloc keep the memory; so does glibc with mmap switched off (``mallopt``), which is what
-``Trainer`` does by default on a CPU (``convmixer.runtime.keep_freed_memory``): the variants named
-"trainer default on CPU" are what a user gets.  ``plain glibc (mallopt off)`` stops the trainer
-from making that call (``--no-mallopt``) to show what it is worth, and ``official eager fp32 +
+the command line (``python -m convmixer.train``) does on a CPU (``convmixer.runtime.keep_freed_memory``):
+the variants named "trainer default on CPU" are what a user of the command line gets, and this
+benchmark makes the same call for them.  ``plain glibc (mallopt off)`` leaves that call out
+(``--no-mallopt``) to show what it is worth, and ``official eager fp32 +
 glibc mallopt`` gives the official step the same setting, separating the allocator from the rest.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from convmixer.costs import training_flops_per_image
-from convmixer.runtime import keep_freed_memory as glibc_keep_memory  # what the trainer does on a CPU
+from convmixer.runtime import keep_freed_memory as glibc_keep_memory  # what the command line does on a CPU
 
 
 def official_step_fn(dim, depth, kernel_size, patch_size, lr=1e-3):
@@ -61,7 +62,7 @@ def library_step_fn(dim, depth, kernel_size, patch_size, batch, precision="fp32"
     import atexit
     import shutil
 
-    from convmixer.train import TrainConfig, Trainer  # Trainer calls keep_freed_memory() on a CPU
+    from convmixer.train import TrainConfig, Trainer
 
     out_dir = tempfile.mkdtemp(prefix="convmixer-bench-")  # the Trainer wants one; nothing is written to it
     atexit.register(shutil.rmtree, out_dir, ignore_errors=True)
@@ -181,17 +182,15 @@ def child(argv=None):
     p.add_argument("--compile", action="store_true")
     p.add_argument("--mallopt", action="store_true", help="glibc: no mmap, no trimming (see glibc_keep_memory)")
     p.add_argument("--no-mallopt", action="store_true",
-                   help="library: stop the Trainer from calling keep_freed_memory() (plain glibc)")
+                   help="library: leave out the command line's keep_freed_memory() call (plain glibc)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     a = p.parse_args(argv)
     if a.mallopt and not glibc_keep_memory():
         raise SystemExit("mallopt failed (not glibc?)")
-    if a.no_mallopt:  # before the Trainer is built: it looks the function up in its module when it starts
-        import convmixer.train
-
-        convmixer.train.keep_freed_memory = lambda: False
+    if a.impl != "official" and not a.no_mallopt and not glibc_keep_memory():  # as the command line does
+        raise SystemExit("mallopt failed (not glibc?)")
     if a.threads:
         torch.set_num_threads(a.threads)
     shape = (a.dim, a.depth, a.kernel_size, a.patch_size)

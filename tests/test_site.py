@@ -292,7 +292,8 @@ def _title(soup):
 
 def test_chapters_are_numbered_once(site):
     """The toc numbers the chapters; a title that carries its own number would read '3. 3. ...'."""
-    for n, doc in enumerate([d for d in toc_docs() if re.match(r"book/\d\d_", d)], start=1):
+    numbered = [d for d in toc_docs() if re.match(r"book/\d\d_", d) and not d.startswith("book/00_")]
+    for n, doc in enumerate(numbered, start=1):   # book/00_...: the opening page, before the numbered part
         h1 = _title(_soups()[f"{doc}.html"])
         number = h1.find(class_="section-number")
         assert number is not None and number.get_text().strip() == f"{n}.", (doc, h1.get_text())
@@ -554,6 +555,43 @@ def test_page_in_browser(browser, doc):
         else:
             problems.append(f"navigation link leaves the site: {href}")
     assert not problems, f"{doc}:\n" + "\n".join(problems)
+
+
+_NOTES_AND_CODE = """
+const pairs = [];
+for (const note of document.querySelectorAll('.note-beside')) {
+  let code = note.nextElementSibling;
+  while (code && !code.matches('div.cell.tag_beside')) code = code.nextElementSibling;
+  if (!code) continue;
+  const n = note.getBoundingClientRect(), c = code.getBoundingClientRect();
+  const pre = code.querySelector('.output pre, .cell_output pre');
+  pairs.push({note: [n.left, n.right, n.top, n.bottom], code: [c.left, c.right, c.top, c.bottom],
+              overflow: pre ? pre.scrollWidth - pre.clientWidth : null});
+}
+return pairs;
+"""
+
+
+@pytest.mark.parametrize("width, height, beside", [(1600, 1000, True), (390, 844, False)])
+def test_opening_page_puts_notes_beside_their_code_on_a_wide_screen(browser, width, height, beside):
+    """As on labml's pages: on a desktop screen each note sits left of the code it explains, and the
+    code fits its column without scrolling sideways; on a phone the note comes first, above its code."""
+    driver, base = browser
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": not beside})
+    try:
+        _check_page(driver, urljoin(base, "book/00_the_model_on_one_page.html"))
+        pairs = driver.execute_script(_NOTES_AND_CODE)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert len(pairs) == 5, pairs            # patch embedding, spatial, channel, layer, network
+    for p in pairs:
+        (nl, nr, nt, nb), (cl, cr, ct, cb) = p["note"], p["code"]
+        if beside:
+            assert nr <= cl + 1 and nt < cb and ct < nb, p     # side by side, overlapping rows
+            assert p["overflow"] is not None and p["overflow"] <= 0, p   # no sideways scrolling
+        else:
+            assert nb <= ct + 1 and abs(nl - cl) < 40, p        # stacked, same column
 
 
 # ----------------------------------------------------------------------------- 4. what a reader does
