@@ -209,3 +209,65 @@ def test_the_shipped_grid_has_every_variant_with_three_seeds_on_the_full_data():
         train = run["config"]["train"]
         assert train["train_subset"] == 0 and train["test_subset"] == 0, run["name"]
         assert len(run["history"]) == train["epochs"], run["name"]
+
+
+def test_pooled_noise_pools_the_within_cell_variances():
+    from convmixer.book.stats import pooled_noise
+
+    sd, dof = pooled_noise([[1.0, 2.0], [3.0, 5.0], [7.0]])      # variances 0.5 and 2, one dof each
+    assert dof == 2 and sd == pytest.approx(((0.5 + 2.0) / 2) ** 0.5)
+    with pytest.raises(ValueError, match="two or more"):
+        pooled_noise([[1.0], [2.0]])
+
+
+def test_compare_with_pooled_noise_is_students_t_on_the_pooled_dof():
+    from convmixer.book.stats import compare_with_pooled_noise
+
+    c = compare_with_pooled_noise([0.70, 0.72], [0.60, 0.62], sd=0.01, dof=12)
+    assert c["difference"] == pytest.approx(0.10) and c["standard_error"] == pytest.approx(0.01)
+    assert c["t"] == pytest.approx(10.0) and c["p"] < 1e-6
+    # tabulated 97.5% quantile of Student's t with 12 dof: 2.179
+    assert c["ci"] == pytest.approx((0.10 - 2.179 * 0.01, 0.10 + 2.179 * 0.01), abs=1e-4)
+    same = compare_with_pooled_noise([0.70, 0.72], [0.70, 0.72], sd=0.01, dof=12)
+    assert same["p"] == pytest.approx(1.0) and same["ci"][0] < 0 < same["ci"][1]
+
+
+def test_load_and_summarize_the_patch_kernel_grid(tmp_path):
+    from convmixer.book.experiments import load_grid, summarize_grid
+
+    for p, k, seed, acc in [(4, 5, 1, 0.66), (4, 5, 0, 0.67), (2, 3, 0, 0.7), (8, 9, 0, 0.5)]:
+        d = tmp_path / f"p{p}-k{k}-seed{seed}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model": {"patch_size": p, "kernel_size": k},
+                                                   "train": {"seed": seed}}))
+        (d / "history.json").write_text(json.dumps([{"test_accuracy": acc, "elapsed_seconds": 10.0 * p,
+                                                     "images_per_second": 100.0 * p}]))
+        (d / "meta.json").write_text(json.dumps({"wall_seconds": 12.0, "command": "python -m convmixer.train"}))
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "p2-k9-seed0").mkdir()                     # unfinished: no history yet
+    runs = load_grid(tmp_path)
+    assert [(r["patch_size"], r["kernel_size"], r["seed"]) for r in runs] == [(2, 3, 0), (4, 5, 0), (4, 5, 1), (8, 9, 0)]
+    rows = summarize_grid(runs)
+    assert [(r["patch_size"], r["kernel_size"]) for r in rows] == [(2, 3), (4, 5), (8, 9)]
+    cell = rows[1]
+    assert cell["seeds"] == [0, 1] and cell["mean"] == pytest.approx(0.665)
+    assert cell["spread"] == pytest.approx(0.01 / 2 ** 0.5) and cell["images_per_second"] == pytest.approx(400.0)
+
+
+def test_the_shipped_patch_kernel_runs_reproduce_their_settings():
+    """Every landed run of the p x k grid is the grid's own settings with its (p, k, seed), and its
+    recorded command parses to exactly that configuration on today's command line."""
+    import shlex
+
+    from convmixer.book.experiments import load_grid
+
+    runs = load_grid(REPO / "book" / "results" / "patch_kernel")
+    assert runs, "no patch_kernel runs shipped"
+    for run in runs:
+        expected = patch_kernel.GRID.expected({"variant": f"p{run['patch_size']}-k{run['kernel_size']}",
+                                               "seed": run["seed"]})
+        assert {k: run["config"]["train"][k] for k in expected} == expected, run["name"]
+        argv = shlex.split(run["meta"]["command"])[3:]         # after "python -m convmixer.train"
+        cfg = parse_config(argv)
+        assert {k: getattr(cfg, k) for k in expected} == expected, run["name"]
+        assert len(run["history"]) == patch_kernel.GRID.settings["epochs"]

@@ -245,3 +245,43 @@ def init_gradient_table(measured: dict[tuple[str, str, str], list[dict]]) -> lis
             "weight_grad_last": _geometric_mean(run["weight_grad_norm"][-1] for run in runs),
         })
     return rows
+
+
+# --------------------------------------------------------------------------- the patch size x kernel size grid
+
+def load_grid(folder: str | Path) -> list[dict]:
+    """Every run of a grid under ``folder`` (e.g. ``results/patch_kernel``): one sub-folder per run with
+    ``config.json``, ``history.json`` and ``meta.json`` (``benchmarks/run_queue.py`` writes them).
+
+    Each run is a dict with ``name``, ``patch_size``, ``kernel_size``, ``seed``, ``history`` (per-epoch
+    records), ``config`` and ``meta`` (``wall_seconds`` and the exact trainer ``command``).  Folders
+    without a ``history.json`` (an unfinished or failed run, ``plan.json``) are skipped.  Sorted by
+    p, then k, then seed.
+    """
+    runs = []
+    for run_dir in sorted(Path(folder).iterdir()):
+        if not (run_dir / "history.json").is_file():
+            continue
+        config = json.loads((run_dir / "config.json").read_text())
+        meta_file = run_dir / "meta.json"
+        runs.append({"name": run_dir.name, "patch_size": config["model"]["patch_size"],
+                     "kernel_size": config["model"]["kernel_size"], "seed": config["train"]["seed"],
+                     "history": json.loads((run_dir / "history.json").read_text()), "config": config,
+                     "meta": json.loads(meta_file.read_text()) if meta_file.is_file() else {}})
+    return sorted(runs, key=lambda r: (r["patch_size"], r["kernel_size"], r["seed"]))
+
+
+def summarize_grid(runs: Sequence[dict], metric: str = "test_accuracy") -> list[dict]:
+    """One row per (p, k): the seeds, each seed's final ``metric``, their mean and spread, and the mean
+    training seconds and images per second of its runs (as measured, on whatever shared the machine)."""
+    rows = []
+    for p, k in dict.fromkeys((r["patch_size"], r["kernel_size"]) for r in runs):
+        mine = [r for r in runs if (r["patch_size"], r["kernel_size"]) == (p, k)]
+        finals = [r["history"][-1][metric] for r in mine]
+        rows.append({"patch_size": p, "kernel_size": k, "seeds": [r["seed"] for r in mine], "finals": finals,
+                     "mean": statistics.fmean(finals),
+                     "spread": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+                     "train_seconds": statistics.fmean(r["history"][-1]["elapsed_seconds"] for r in mine),
+                     "images_per_second": statistics.fmean(
+                         statistics.fmean(e["images_per_second"] for e in r["history"]) for r in mine)})
+    return rows

@@ -11,6 +11,9 @@ kinds of question::
     rank_correlation     does one number order the settings as another does?  Spearman's rho
     rank_correlation_p   and how often would an ordering that similar arise by chance?  (a permutation
                          test, exact for up to 8 settings)
+    pooled_noise         the seed-to-seed spread pooled over the cells of a grid (two seeds a cell
+                         say little on their own; twelve cells of two say more)
+    compare_with_pooled_noise   a difference between two cells of such a grid, against that noise
 
 scipy rather than hand-written tables: its Student t and permutation code is what any reader can
 check the numbers against.
@@ -120,3 +123,41 @@ def _check_pairs(xs: Sequence[float], ys: Sequence[float]) -> None:
         raise ValueError(f"need two sequences of equal length >= 2, got {len(xs)} and {len(ys)}")
     if len(set(xs)) == 1 or len(set(ys)) == 1:
         raise ValueError("rank correlation is undefined when one sequence is constant")
+
+
+def pooled_noise(groups: Sequence[Sequence[float]]) -> tuple[float, int]:
+    """The seed-to-seed standard deviation pooled over many settings, and its degrees of freedom.
+
+    Two seeds of one setting give its spread one degree of freedom: far too few to test a
+    difference on their own.  If the noise is about the same size in every setting (the same
+    model family, the same budget), the groups' sample variances can be pooled::
+
+        s_pooled^2 = sum_g (n_g - 1) s_g^2 / sum_g (n_g - 1),   dof = sum_g (n_g - 1)
+
+    so a grid of 12 settings with 2 seeds each estimates the noise with 12 degrees of freedom.
+    Groups with a single value add nothing.
+    """
+    dof = sum(len(g) - 1 for g in groups if len(g) > 1)
+    if dof == 0:
+        raise ValueError("pooling the noise needs at least one group with two or more values")
+    ss = sum((len(g) - 1) * statistics.variance(g) for g in groups if len(g) > 1)
+    return math.sqrt(ss / dof), dof
+
+
+def compare_with_pooled_noise(a: Sequence[float], b: Sequence[float], sd: float, dof: int,
+                              confidence: float = 0.95) -> dict:
+    """Is mean(a) - mean(b) larger than the noise, with the noise's size ``sd`` pooled over a grid?
+
+    Student's t with the pooled estimate: standard error sd * sqrt(1/n_a + 1/n_b), ``dof`` the
+    pooled degrees of freedom (:func:`pooled_noise`), two-sided p-value and the ``confidence``
+    interval of the difference.  Several such comparisons read together: :func:`holm`.
+    """
+    if not a or not b:
+        raise ValueError("each side needs at least one value")
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    se = sd * math.sqrt(1 / len(a) + 1 / len(b))
+    t = difference / se if se > 0 else (math.inf if difference else 0.0)
+    p = float(2 * sp.t.sf(abs(t), dof)) if math.isfinite(t) else 0.0
+    half = float(sp.t.ppf(0.5 + confidence / 2, dof)) * se
+    return {"difference": difference, "standard_error": se, "t": t, "dof": dof, "p": p,
+            "ci": (difference - half, difference + half)}
