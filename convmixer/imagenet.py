@@ -4,14 +4,24 @@ CIFAR-10 fits on the device (:class:`convmixer.data.BatchLoader`); ImageNet's 1.
 do not, so here worker processes decode and augment images one at a time, as in the paper's
 timm training.  The paper's ImageNet recipe (locuslab/convmixer README) used
 ``--aa rand-m9-mstd0.5-inc1 --cutmix 0.5 --mixup 0.5 --reprob 0.25 --remode pixel`` on
-224 x 224 crops; with torchvision's transforms that is
+224 x 224 crops, that is
 
-    RandomResizedCrop(224, bicubic) -> flip -> RandAugment(2, 9) -> normalise -> RandomErasing(0.25, noise)
+    RandomResizedCrop(224, bicubic) -> flip -> timm RandAugment rand-m9-mstd0.5-inc1 -> normalise
+    -> RandomErasing(0.25, per-pixel noise)
 
 and, per batch, MixUp(alpha 0.5) or CutMix(alpha 0.5), chosen at random, which turns labels
 into class probabilities.  Evaluation resizes to 224 / 0.96 and takes the centre crop, as timm's
-``crop_pct=0.96`` for ConvMixer.  torchvision's RandAugment has no magnitude noise
-(``mstd0.5``) or "increasing" variants (``inc1``): a close, not identical, recipe.
+``crop_pct=0.96`` for ConvMixer.
+
+The RandAugment is timm's own (:func:`timm_rand_augment`), built with timm's factory and the
+parameters timm's ``create_transform`` gives it, because torchvision's is a different, much
+weaker augmentation at the same numbers: ``rand-m9-mstd0.5-inc1`` means 2 operations per image,
+each applied with probability 0.5, at magnitude 9 of timm's 10 (rotations up to 27 degrees) with
+Gaussian noise of standard deviation 0.5 on the magnitude, using the "increasing" variants of the
+colour operations (a larger magnitude always means a stronger change); torchvision's
+``RandAugment(magnitude=9)`` is 9 of its 30 bins (rotations up to 9 degrees), every op always
+applied.  So on this path ``ra_m`` is timm's magnitude, 0 to 10.  timm is an optional dependency
+of the library: a folder loader with RandAugment on needs ``pip install timm``.
 
 The folder holds ``train/<class>/*`` and ``val/<class>/*`` (the usual ImageNet layout).
 Under ``torchrun`` a ``DistributedSampler`` gives each process its own shard of every epoch.
@@ -42,10 +52,40 @@ def check_imagefolder_crop(crop: str) -> None:
                          f"fraction from --scale); 'pad' with its padding and 'none' are for CIFAR-10's 32x32 images")
 
 
+def rand_augment_spec(ra_n: int = 2, ra_m: int = 9) -> str:
+    """timm's configuration string for ``ra_n`` ops at magnitude ``ra_m`` (of 10), with the paper's
+    magnitude noise and increasing ops: ``rand_augment_spec(2, 9)`` is ``"rand-m9-n2-mstd0.5-inc1"``,
+    the same augmentation as the paper's ``rand-m9-mstd0.5-inc1`` (timm's default is 2 ops)."""
+    return f"rand-m{ra_m}-n{ra_n}-mstd0.5-inc1"
+
+
+def timm_rand_augment(image_size: int = 224, ra_n: int = 2, ra_m: int = 9):
+    """timm's RandAugment ``rand-m{ra_m}-n{ra_n}-mstd0.5-inc1`` for ``image_size`` crops, with the
+    parameters ``timm.data.create_transform(image_size, is_training=True, auto_augment=...)`` gives it:
+    translations up to 45% of the crop, ImageNet's mean colour to fill what a rotation or shear uncovers,
+    bilinear or bicubic resampling at random (timm ``train.py``'s default ``--train-interpolation random``).
+
+    Raises ``ImportError`` naming ``pip install timm`` without timm, and ``ValueError`` for a
+    magnitude outside timm's 0..10 (timm would silently clip it).
+    """
+    if not 0 <= ra_m <= 10:
+        raise ValueError(f"ra_m={ra_m}: the ImageNet-folder loader uses timm's RandAugment, whose magnitude runs "
+                         f"from 0 to 10 (the paper: --ra-m 9, timm's rand-m9); 0..30 is the CIFAR-10 loader's scale")
+    try:
+        from timm.data.auto_augment import rand_augment_transform
+    except ImportError as e:
+        raise ImportError("the ImageNet recipe's RandAugment is timm's rand-m9-mstd0.5-inc1, and timm is not "
+                          "installed: pip install timm (or switch RandAugment off with --ra-n 0)") from e
+    hparams = dict(translate_const=int(image_size * 0.45),
+                   img_mean=tuple(min(255, round(255 * x)) for x in IMAGENET_MEAN))
+    return rand_augment_transform(rand_augment_spec(ra_n, ra_m), hparams)
+
+
 def train_transform(image_size: int = 224, ra_n: int = 2, ra_m: int = 9, erase_p: float = 0.25,
                     scale_min: float = 0.08, flip: bool = True):
     """The training augmentation of one image: RandomResizedCrop, a flip (unless ``flip`` is false),
-    RandAugment (``ra_n`` ops at magnitude ``ra_m``; off for ``ra_n=0``), normalisation, random erasing."""
+    timm's RandAugment (``ra_n`` ops at magnitude ``ra_m`` of 10, :func:`timm_rand_augment`; off for
+    ``ra_n=0``, which needs no timm), normalisation, random erasing with per-pixel noise."""
     from torchvision.transforms import InterpolationMode, v2
 
     steps = [v2.RandomResizedCrop(image_size, scale=(scale_min, 1.0), interpolation=InterpolationMode.BICUBIC,
@@ -53,7 +93,7 @@ def train_transform(image_size: int = 224, ra_n: int = 2, ra_m: int = 9, erase_p
     if flip:
         steps.append(v2.RandomHorizontalFlip())
     if ra_n > 0:
-        steps.append(v2.RandAugment(num_ops=ra_n, magnitude=ra_m))
+        steps.append(timm_rand_augment(image_size, ra_n, ra_m))  # on the PIL image, as in timm
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if erase_p > 0:
         steps.append(v2.RandomErasing(p=erase_p, value="random"))  # timm's --remode pixel: per-pixel noise

@@ -115,6 +115,21 @@ def build_loaders(cfg: TrainConfig, device: torch.device, dist: Distributed):
     return train, test
 
 
+def optimizer_groups(model: nn.Module, cfg: TrainConfig):
+    """What AdamW optimises: all parameters at ``cfg.weight_decay``, or, with ``cfg.wd_exempt_1d``, two groups,
+    the 1-D parameters (every bias and every norm's weight) without weight decay and the rest with it.
+
+    The second is timm's optimizer factory (``param_groups_weight_decay``, which the paper's ImageNet
+    runs used whenever a weight decay was set): those few parameters set the scales and offsets of
+    outputs, where pulling them towards zero does not regularise as it does for filters and matrices.
+    """
+    if not cfg.wd_exempt_1d:
+        return model.parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay}]
+
+
 # -- evaluation ---------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, dtype: torch.dtype | None = None, dist: Distributed | None = None,
@@ -236,8 +251,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model, self.wrapped_model = self.dist.wrap(self.model, self.device, cfg.sync_bn, cfg.compile)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr_max, weight_decay=cfg.weight_decay,
-                                           fused=use_fused_adamw(self.device) or None)
+        self.optimizer = torch.optim.AdamW(optimizer_groups(self.model, cfg), lr=cfg.lr_max,
+                                           weight_decay=cfg.weight_decay, fused=use_fused_adamw(self.device) or None)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         # The data, and the position in the schedule (a resume moves it).
         self.train_loader, self.test_loader = build_loaders(cfg, self.device, self.dist)
