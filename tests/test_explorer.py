@@ -1,4 +1,4 @@
-"""convmixer.book.explorers and convmixer.book.explorers: figures whose every state is precomputed and switched without a kernel.
+"""convmixer.book.interactive and convmixer.book.explorers: figures whose every state is precomputed and switched without a kernel.
 
 The browser side (a slider moves, its figure and value label follow) is tested on the built site
 by tests/test_site.py; here: the HTML each explorer writes, its determinism, and the numbers drawn.
@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from convmixer.book.receptive_fields import receptive_field
-from convmixer.book.explorers import Choice, Explorer, Slider, def_id, explorer
+from convmixer.book.interactive import Choice, Explorer, Slider, def_id, explorer
 from convmixer.book.svg import png_bytes, png_data_uri
-from convmixer.book.explorers import (DECADES, mixing_cost_explorer, parameter_share_explorer, patch_grid_explorer, receptive_field_explorer, receptive_field_states)
+from convmixer.book.explorers import (DECADES, mixing_cost_explorer, parameter_share_explorer,
+                                      patch_grid_explorer, receptive_field_explorer, receptive_field_states)
 
 
 def _frames(html: str) -> dict[str, tuple[bool, str]]:

@@ -5,7 +5,8 @@ the core never imports them, so the core runs without matplotlib or ipywidgets. 
 
     svg               SVG and PNG written as text: the one writer behind every drawn figure
     figures           the architecture figure (shapes computed from the configuration)
-    explorers         figures a reader moves without a kernel: every state drawn when a chapter runs
+    interactive       figures a reader moves without a kernel: every state drawn when a chapter runs
+    explorers         the chapters' movable figures, built with interactive
     plots             matplotlib figures: image grids, patches, receptive fields, filters, feature maps
     receptive_fields  patches, receptive fields and gradient maps, measured
     experiments       the result grids under book/results/ read back, and statistics at initialisation

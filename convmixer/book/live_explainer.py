@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data import CLASSES, MEAN, STD, normalize
+from ..data import CLASSES, MEAN, normalize
 
 ELEMENT_ID = "convmixer-explainer"
 SERVE = "python -m http.server -d _build/html"
