@@ -36,9 +36,9 @@ or a third epoch, would put even two seeds past four hours, because p = 2 domina
 
 p = 1, the paper's best CIFAR-10 setting, puts 32 x 32 tokens through every layer: four times the
 multiply-accumulates of p = 2 at the same width (161 M against 40.5 M at k = 5), and measured alone
-(``benchmarks/patch_kernel_speed``, ``book/results/perf/patch_kernel_speed.json``) eight times the
-time: 18 images/s against 147, about 93 minutes of training for one 2-epoch run here.  One p = 1 cell
-would cost about as much as a seed of the whole grid, which is why it is not in it.
+(``benchmarks/patch_kernel_speed``, ``book/results/perf/patch_kernel_speed.json``) 6.4 times the
+time: 27 images/s against 172, about an hour of training steps for one 2-epoch run here.  One p = 1
+cell would cost about as much as the whole p = 2 row of a seed, which is why it is not in the grid.
 """
 from __future__ import annotations
 

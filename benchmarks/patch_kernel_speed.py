@@ -6,7 +6,8 @@ step (``benchmarks.step.library_step_fn``: fp32, channels_last, glibc told to ke
 the command line runs it) of ConvMixer-128/8 at batch 256 for every (p, k) of the grid, plus p = 1
 (the paper's best CIFAR-10 patch size) with k = 5 to price it at the same width.  Each cell is timed
 in rounds that visit every cell in turn (so a slow phase of the machine hits them all alike), each
-round a few steps after a warm-up, and the median step over the rounds is kept::
+round a few timed steps after a few untimed ones (the first steps of a fresh process set up the
+convolution library's kernels and the allocator's pool), and the median step over the rounds is kept::
 
     python -m benchmarks.patch_kernel_speed              # writes book/results/perf/patch_kernel_speed.json
 
@@ -45,14 +46,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.patch_kernel_speed",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per round (p = 1: one)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round (p = 1: two)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first, per round (p = 1: one)")
     args = parser.parse_args(argv)
     env, t0 = environment(), time.time()   # environment() records the load average at the start
     rounds: dict[str, list[dict]] = {f"p{p}-k{k}": [] for p, k in CELLS}
     for r in range(args.rounds):
         for p, k in CELLS:
-            steps = 1 if p == 1 else args.steps
-            rounds[f"p{p}-k{k}"].append(time_cell(p, k, steps, warmup=1))
+            steps, warmup = (2, 1) if p == 1 else (args.steps, args.warmup)
+            rounds[f"p{p}-k{k}"].append(time_cell(p, k, steps, warmup=warmup))
             print(f"round {r + 1}: p={p} k={k} {rounds[f'p{p}-k{k}'][-1]['images_per_second']:.0f} images/s",
                   flush=True)
     s = GRID.settings
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
         "what": "median training step (fp32, channels_last, batch 256) of ConvMixer-128/8 per (p, k), each "
                 "cell in its own process, cells interleaved round by round",
         "model": {key: s[key] for key in ("dim", "depth", "batch_size", "precision", "channels_last")},
-        "rounds": args.rounds, "steps_per_round": args.steps, "cells": cells,
+        "rounds": args.rounds, "steps_per_round": args.steps, "warmup_steps": args.warmup, "cells": cells,
         "seconds": round(time.time() - t0, 1), "environment": env})
     print(f"wrote {path}")
     return 0

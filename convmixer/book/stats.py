@@ -14,6 +14,8 @@ kinds of question::
     pooled_noise         the seed-to-seed spread pooled over the cells of a grid (two seeds a cell
                          say little on their own; twelve cells of two say more)
     compare_with_pooled_noise   a difference between two cells of such a grid, against that noise
+    contrast             any weighted difference of a grid's cell means (one cell against another, or
+                         one row's average against another's), against that noise
 
 scipy rather than hand-written tables: its Student t and permutation code is what any reader can
 check the numbers against.
@@ -154,10 +156,28 @@ def compare_with_pooled_noise(a: Sequence[float], b: Sequence[float], sd: float,
     """
     if not a or not b:
         raise ValueError("each side needs at least one value")
-    difference = statistics.fmean(a) - statistics.fmean(b)
-    se = sd * math.sqrt(1 / len(a) + 1 / len(b))
-    t = difference / se if se > 0 else (math.inf if difference else 0.0)
+    return contrast([(1.0, a), (-1.0, b)], sd, dof, confidence)
+
+def contrast(cells: Sequence[tuple[float, Sequence[float]]], sd: float, dof: int,
+             confidence: float = 0.95) -> dict:
+    """A weighted sum of cell means, L = sum_c w_c mean(y_c), against the pooled seed-to-seed noise.
+
+    ``cells`` holds ``(w_c, y_c)`` pairs: a weight and that cell's final accuracies over its seeds.
+    With weights summing to zero, L is a difference: ``[(1, a), (-1, b)]`` is cell a minus cell b
+    (:func:`compare_with_pooled_noise`), and ``[(1/4, a_k) for four k] + [(-1/4, b_k) ...]`` is row
+    a's average over four kernel sizes minus row b's, each cell weighted equally however many seeds
+    it has.  The seeds are independent with one noise size ``sd`` (:func:`pooled_noise`), so::
+
+        Var(L) = sd^2 * sum_c w_c^2 / n_c,   t = L / sqrt(Var(L)),   Student's t at ``dof``
+
+    which is the standard error, two-sided p-value and ``confidence`` interval returned.
+    """
+    if not cells or any(len(y) == 0 for _, y in cells):
+        raise ValueError("a contrast needs at least one cell, and every cell at least one value")
+    value = sum(w * statistics.fmean(y) for w, y in cells)
+    se = sd * math.sqrt(sum(w * w / len(y) for w, y in cells))
+    t = value / se if se > 0 else (math.inf if value else 0.0)
     p = float(2 * sp.t.sf(abs(t), dof)) if math.isfinite(t) else 0.0
     half = float(sp.t.ppf(0.5 + confidence / 2, dof)) * se
-    return {"difference": difference, "standard_error": se, "t": t, "dof": dof, "p": p,
-            "ci": (difference - half, difference + half)}
+    return {"difference": value, "standard_error": se, "t": t, "dof": dof, "p": p,
+            "ci": (value - half, value + half)}
