@@ -22,6 +22,7 @@ time axis uses the throughput measured alone instead, and says so.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Sequence
@@ -155,8 +156,9 @@ def _plt():
 
 
 def _p_colors(ps: Sequence[int]) -> dict[int, tuple]:
+    """One colour per patch size, the same in every figure (p = 1, 2, 4, 8, 16 along viridis)."""
     cmap = _plt().get_cmap("viridis")
-    return {p: cmap(i / max(1, len(ps) - 1) * 0.85) for i, p in enumerate(sorted(ps))}
+    return {p: cmap(0.85 * math.log2(p) / 4) for p in ps}
 
 
 def plot_accuracy_vs_k(runs: Sequence[dict], ax=None):
@@ -213,6 +215,11 @@ def plot_speed_vs_macs(speed: dict[Cell, dict], ax=None):
                    label=f"p = {p}" if k == min(q for r, q in speed if r == p) else None)
         ax.annotate(f"k={k}", (s["macs_per_image"] / 1e6, s["images_per_second"]),
                     textcoords="offset points", xytext=(4, 3), fontsize=7)
+    # time proportional to the MACs, at the grid's median time per MAC: a line of slope -1
+    per_mac = statistics.median(1 / (s["images_per_second"] * s["macs_per_image"]) for s in speed.values())
+    macs = [min(s["macs_per_image"] for s in speed.values()), max(s["macs_per_image"] for s in speed.values())]
+    ax.plot([m / 1e6 for m in macs], [1 / (per_mac * m) for m in macs], "--", color="grey", linewidth=1,
+            label="time proportional to MACs")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="multiply-accumulates per image (millions)", ylabel="training images per second")
