@@ -206,6 +206,20 @@ def test_saved_notebooks_hold_no_widget_state():
     assert not offenders, offenders
 
 
+def test_chapter_prose_holds_no_control_characters():
+    """A tab or form feed in a markdown cell is almost always a backslash lost to a string escape:
+    ``"\\times"`` written without the doubled backslash becomes a tab and "imes" in the page."""
+    offenders = []
+    for doc in chapter_docs():
+        nb = json.loads((ROOT / f"{doc}.ipynb").read_text(encoding="utf8"))
+        for i, cell in enumerate(nb["cells"]):
+            text = "".join(cell["source"])
+            bad = re.search(r"[\x00-\x09\x0b-\x1f]", text)  # every control character but the newline
+            if cell["cell_type"] == "markdown" and bad:
+                offenders.append(f"{doc}, cell {i}: {text[max(0, bad.start() - 20):bad.end() + 10]!r}")
+    assert not offenders, offenders
+
+
 # ----------------------------------------------------------------------------- 2. the build
 
 @pytest.fixture(scope="module")
