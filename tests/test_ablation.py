@@ -271,3 +271,17 @@ def test_the_shipped_patch_kernel_runs_reproduce_their_settings():
         cfg = parse_config(argv)
         assert {k: getattr(cfg, k) for k in expected} == expected, run["name"]
         assert len(run["history"]) == patch_kernel.GRID.settings["epochs"]
+
+
+def test_the_shipped_patch_kernel_grid_is_complete():
+    """The chapters compare cells against the noise pooled over the grid, so every (p, k) of the
+    grid must hold a finished run for every seed the queue plans (three), and nothing else."""
+    from convmixer.book.experiments import load_grid
+
+    runs = load_grid(REPO / "book" / "results" / "patch_kernel")
+    seeds: dict[tuple[int, int], set[int]] = {}
+    for run in runs:
+        seeds.setdefault((run["patch_size"], run["kernel_size"]), set()).add(run["seed"])
+    cells = {(p, k) for p in patch_kernel.PATCH_SIZES for k in patch_kernel.KERNEL_SIZES}
+    assert set(seeds) == cells
+    assert all(s == set(patch_kernel.GRID.seeds) for s in seeds.values()), {c: sorted(s) for c, s in seeds.items()}

@@ -178,7 +178,7 @@ def plot_accuracy_vs_k(runs: Sequence[dict], ax=None):
     ax.set(xlabel="kernel size k", ylabel="test accuracy after 2 epochs (%)",
            xticks=sorted({k for _, k in finals}))
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the lines
     return ax
 
 
